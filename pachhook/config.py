@@ -1,0 +1,329 @@
+"""Configuration: `pachhook.toml`, `[tool.pachhook]` in `pyproject.toml`, or the seed's variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import posixpath
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pachhook.errors import InputError, located
+
+CONFIG_FILES = ("pachhook.toml", "pyproject.toml")
+TAG_POLICIES = ("digest", "git-sha")
+BUILD_FAILURE_POLICIES = ("block", "warn")
+COMMIT_HOOK_MODES = ("plan", "build", "off")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    name: str  # what transform.image names, without tag
+    context: str = "."  # repository-relative, posix
+    dockerfile: str = "Dockerfile"  # as written: relative to the context
+    target: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    platform: str | None = None
+
+    @property
+    def dockerfile_path(self) -> str:
+        """The Dockerfile, repository-relative (it may lie outside the context)."""
+        return normalize(posixpath.join(self.context, self.dockerfile))
+
+    @property
+    def repository(self) -> str:
+        return normalize_repository(self.name)
+
+
+@dataclass(frozen=True)
+class PachydermConfig:
+    address: str | None = None
+    project: str = "default"
+    reprocess: bool = False
+
+
+@dataclass(frozen=True)
+class PipelinesConfig:
+    include: tuple[str, ...] | None = None  # None: discover specs among tracked JSON/YAML files
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    deploy_branches: tuple[str, ...] | None = None  # None: the remote's default branch
+    on_build_failure: str = "block"
+    post_push_timeout: float = 120.0
+    post_commit: str = "plan"  # what the post-commit and post-merge hooks do
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str | None  # the file it came from, None when from the environment alone
+    tag_policy: str = "digest"
+    jobs: int = 2
+    pachyderm: PachydermConfig = PachydermConfig()
+    images: tuple[ImageConfig, ...] = ()
+    pipelines: PipelinesConfig = PipelinesConfig()
+    hooks: HooksConfig = HooksConfig()
+
+
+def normalize(path: str) -> str:
+    """Repository-relative posix path; '.' for the root."""
+    out = posixpath.normpath(path.replace("\\", "/")).lstrip("/") if path else "."
+    return out or "."
+
+
+# Docker's reference rules: docker/distribution reference.ParseNormalizedNamed.
+DEFAULT_REGISTRY = "docker.io"
+_LEGACY_REGISTRIES = {"index.docker.io", "registry-1.docker.io"}
+
+
+def split_reference(ref: str) -> tuple[str, str | None, str | None]:
+    """(repository as written, tag, digest) of an image reference."""
+    name, _, digest = ref.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    tag = None
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1 :]
+    return name, tag, digest or None
+
+
+def normalize_repository(ref: str) -> str:
+    """The fully qualified repository of a reference: tag and digest stripped,
+    `docker.io` added where no registry is named, `library/` for official images."""
+    name = split_reference(ref.strip())[0]
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        domain, path = first, rest
+    else:
+        domain, path = DEFAULT_REGISTRY, name
+    if domain in _LEGACY_REGISTRIES:
+        domain = DEFAULT_REGISTRY
+    if domain == DEFAULT_REGISTRY and "/" not in path:
+        path = f"library/{path}"
+    return f"{domain}/{path}"
+
+
+# -- schema ---------------------------------------------------------------------------
+
+Check = Callable[[Any], bool]
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_str_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(x, str | int | float) for x in v.values())
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda v: v in choices
+
+
+# key -> (check, what a right value looks like)
+TOP: dict[str, tuple[Check, str]] = {
+    "tag_policy": (_one_of(*TAG_POLICIES), 'one of "digest", "git-sha"'),
+    "jobs": (_is_positive_int, "a whole number of at least 1"),
+}
+PACHYDERM: dict[str, tuple[Check, str]] = {
+    "address": (_is_str, 'a string such as "grpcs://pachd.example.com:443"'),
+    "project": (_is_str, 'a string such as "default"'),
+    "reprocess": (_is_bool, "true or false"),
+}
+IMAGE: dict[str, tuple[Check, str]] = {
+    "name": (_is_str, 'a string such as "docker.io/acme/housing-prices"'),
+    "context": (_is_str, 'a folder relative to the repository root, such as "."'),
+    "dockerfile": (_is_str, 'a path relative to the context, such as "Dockerfile"'),
+    "target": (_is_str, "the name of a build stage"),
+    "build_args": (_is_str_map, 'a table of strings, such as { PY = "3.11" }'),
+    "platform": (_is_str, 'a string such as "linux/amd64"'),
+}
+PIPELINES: dict[str, tuple[Check, str]] = {
+    "include": (_is_str_list, 'a list of glob patterns, such as ["pipelines/**/*.json"]'),
+    "exclude": (_is_str_list, "a list of glob patterns"),
+}
+HOOKS: dict[str, tuple[Check, str]] = {
+    "deploy_branches": (_is_str_list, 'a list of branch names, such as ["main"]'),
+    "on_build_failure": (_one_of(*BUILD_FAILURE_POLICIES), 'one of "block", "warn"'),
+    "post_push_timeout": (_is_number, "a number of seconds, such as 120"),
+    "post_commit": (_one_of(*COMMIT_HOOK_MODES), 'one of "plan", "build", "off"'),
+}
+TABLES = {"pachyderm": PACHYDERM, "pipelines": PIPELINES, "hooks": HOOKS}
+
+
+class _Reader:
+    """Validates one config document, every message naming the file, line and key."""
+
+    def __init__(self, path: str, text: str, prefix: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+        self.prefix = prefix  # "" or "tool.pachhook."
+
+    def line_of(self, key: str) -> int | None:
+        leaf = key.rsplit(".", 1)[-1].split("[")[0]
+        pattern = re.compile(rf"^\s*\[*\s*([\w.\"-]*\.)?\"?{re.escape(leaf)}\"?\s*[=\]]")
+        for number, line in enumerate(self.lines, 1):
+            if pattern.match(line):
+                return number
+        return None
+
+    def fail(self, key: str, message: str) -> InputError:
+        return InputError(f"{located(self.path, self.line_of(key))}: {self.prefix}{key}: {message}")
+
+    def table(self, data: Any, schema: dict[str, tuple[Check, str]], where: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(where, "must be a table")
+        for key, value in data.items():
+            full = f"{where}.{key}" if where else key
+            if key not in schema:
+                close = difflib.get_close_matches(key, schema, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(schema)}"
+                raise self.fail(full, f"unknown key; {hint}")
+            check, expected = schema[key]
+            if not check(value):
+                raise self.fail(full, f"got {value!r}; expected {expected}")
+        return data
+
+
+def parse(path: str, text: str, env: Mapping[str, str]) -> Config:
+    """Parse one config file's text (`pachhook.toml` or `pyproject.toml`)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise InputError(
+            f"{located(path, int(match.group(1)) if match else None)}: not valid TOML ({exc}); "
+            "fix the syntax"
+        ) from None
+    prefix = ""
+    if path.endswith("pyproject.toml"):
+        doc = doc.get("tool", {}).get("pachhook", {})
+        prefix = "tool.pachhook."
+    reader = _Reader(path, text, prefix)
+    schema: dict[str, tuple[Check, str]] = {**TOP, "image": (lambda v: True, ""), **{
+        name: (lambda v: True, "") for name in TABLES
+    }}
+    reader.table(doc, schema, "")
+    sections = {name: reader.table(doc.get(name, {}), table, name) for name, table in TABLES.items()}
+
+    raw_images = doc.get("image", [])
+    if not isinstance(raw_images, list):
+        raise reader.fail("image", "must be an array of tables: write [[image]]")
+    images = []
+    for index, raw in enumerate(raw_images):
+        where = f"image[{index}]"
+        reader.table(raw, IMAGE, where)
+        if "name" not in raw:
+            raise reader.fail(where, 'has no name; add name = "registry/repository"')
+        images.append(_image(raw, reader, where))
+    images.extend(_env_images(env) if not images else ())
+    _check_unique(images, reader)
+
+    pach = sections["pachyderm"]
+    pipes = sections["pipelines"]
+    hooks = sections["hooks"]
+    include = pipes.get("include")
+    if include is None and env.get("PACHYDERM_PIPELINE_FILES"):
+        include = env["PACHYDERM_PIPELINE_FILES"].split()
+    deploy = hooks.get("deploy_branches")
+    return Config(
+        path=path,
+        tag_policy=doc.get("tag_policy", "digest"),
+        jobs=doc.get("jobs", 2),
+        pachyderm=PachydermConfig(
+            address=pach.get("address") or env.get("PACHYDERM_CLUSTER_URL") or None,
+            project=pach.get("project", "default"),
+            reprocess=pach.get("reprocess", False),
+        ),
+        images=tuple(images),
+        pipelines=PipelinesConfig(
+            include=tuple(include) if include is not None else None,
+            exclude=tuple(pipes.get("exclude", ())),
+        ),
+        hooks=HooksConfig(
+            deploy_branches=tuple(deploy) if deploy is not None else None,
+            on_build_failure=hooks.get("on_build_failure", "block"),
+            post_push_timeout=float(hooks.get("post_push_timeout", 120)),
+            post_commit=hooks.get("post_commit", "plan"),
+        ),
+    )
+
+
+def _image(raw: dict[str, Any], reader: _Reader, where: str) -> ImageConfig:
+    name = raw["name"]
+    repo, tag, digest = split_reference(name)
+    if tag or digest:
+        raise reader.fail(
+            f"{where}.name", f"{name!r} carries a tag or digest; give the repository alone ({repo!r})"
+        )
+    context = normalize(raw.get("context", "."))
+    if context.startswith("../"):
+        raise reader.fail(f"{where}.context", f"{context!r} is outside the repository")
+    image = ImageConfig(
+        name=name,
+        context=context,
+        dockerfile=raw.get("dockerfile", "Dockerfile"),
+        target=raw.get("target"),
+        build_args={k: str(v) for k, v in raw.get("build_args", {}).items()},
+        platform=raw.get("platform"),
+    )
+    if image.dockerfile_path.startswith("../") or image.dockerfile_path == "..":
+        raise reader.fail(f"{where}.dockerfile", f"{image.dockerfile!r} is outside the repository")
+    return image
+
+
+def _env_images(env: Mapping[str, str]) -> list[ImageConfig]:
+    name = env.get("DOCKER_IMAGE_TAG", "").strip()
+    if not name:
+        return []
+    # The seed names the repository here; a tag, if any, is replaced by pachhook's own.
+    return [ImageConfig(name=split_reference(name)[0])]
+
+
+def _check_unique(images: list[ImageConfig], reader: _Reader) -> None:
+    seen: dict[str, int] = {}
+    for index, image in enumerate(images):
+        if image.repository in seen:
+            raise reader.fail(
+                f"image[{index}].name",
+                f"{image.name!r} is also image[{seen[image.repository]}]; each image needs its own name",
+            )
+        seen[image.repository] = index
+
+
+def _env_config(env: Mapping[str, str]) -> Config:
+    return dataclasses.replace(parse("(environment)", "", env), path=None)
+
+
+def load(read: Callable[[str], bytes | None], env: Mapping[str, str]) -> Config:
+    """The config of a source: `read` returns a repository file's bytes or None."""
+    data = read("pachhook.toml")
+    if data is not None:
+        return parse("pachhook.toml", data.decode("utf-8", errors="replace"), env)
+    data = read("pyproject.toml")
+    if data is not None:
+        text = data.decode("utf-8", errors="replace")
+        if re.search(r"^\s*\[\s*tool\s*\.\s*pachhook\b", text, re.M):
+            return parse("pyproject.toml", text, env)
+    return _env_config(env)

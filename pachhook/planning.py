@@ -1,0 +1,55 @@
+"""Load what the planner needs for a selection, and call it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pachhook.errors import InputError
+from pachhook.git import Repo
+from pachhook.plan import Plan, Remote, make_plan, relevant, unevaluated
+from pachhook.selection import Resolved, Selection, resolve
+from pachhook.source import CommitSource
+from pachhook.specs import Pipeline
+from pachhook.workspace import Workspace, config_of, is_spec_candidate, load_workspace, pipelines_at
+
+
+@dataclass
+class Planned:
+    plan: Plan
+    workspace: Workspace | None  # None when nothing could matter and nothing was read
+    resolved: Resolved
+
+
+def plan_selection(
+    repo: Repo, selection: Selection, env: Mapping[str, str], remote: Remote = Remote()
+) -> Planned:
+    resolved = resolve(repo, selection)
+    source, changes = resolved.source, resolved.changes
+    config = config_of(source, env)
+    if not changes.everything and not relevant(changes.paths, config):
+        return Planned(unevaluated(changes, config), None, resolved)
+    missing = frozenset(changes.paths - source.path_set)
+    workspace = load_workspace(source, env, missing=missing, config=config)
+    base = _base_pipelines(repo, changes.base, [p for p in changes.paths if is_spec_candidate(p, config)], workspace)
+    return Planned(make_plan(workspace, changes, base, remote), workspace, resolved)
+
+
+def _base_pipelines(
+    repo: Repo, base: str | None, spec_paths: list[str], workspace: Workspace
+) -> dict[tuple[str, str], Pipeline] | None:
+    if base is None:
+        return None
+    source = CommitSource(repo, base)
+    try:
+        found = {}
+        for path in spec_paths:
+            try:
+                for pipeline in pipelines_at(source, workspace.config, [path]):
+                    found[pipeline.key] = pipeline
+            except InputError:
+                # A spec that was broken before the change counts as new now.
+                continue
+        return found
+    finally:
+        source.close()

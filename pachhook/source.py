@@ -1,0 +1,140 @@
+"""What a workspace is read from: a commit's tree or the working tree.
+
+Both give the same view: sorted repository-relative paths, each file's bytes,
+and a (mode, blob id) entry. For the working tree the blob id is computed from
+the file's content the way git computes it, so the same content has the same id
+whichever source it came from, and so the same input digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from abc import ABC, abstractmethod
+from functools import cached_property
+from pathlib import Path
+from typing import NamedTuple
+
+from pachhook import git
+
+
+class Entry(NamedTuple):
+    mode: str
+    oid: str
+
+
+def blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+class Source(ABC):
+    commit: str | None  # the commit a build records as its source; None for an empty repository
+    label: str
+
+    @property
+    @abstractmethod
+    def paths(self) -> list[str]:
+        """Every file, sorted."""
+
+    @cached_property
+    def path_set(self) -> frozenset[str]:
+        return frozenset(self.paths)
+
+    @abstractmethod
+    def read(self, path: str) -> bytes | None:
+        """The file's bytes, or None when the source has no such file."""
+
+    @abstractmethod
+    def entry(self, path: str) -> Entry:
+        """Mode and blob id of a file of this source."""
+
+    def text(self, path: str) -> str | None:
+        data = self.read(path)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        """Release any helper process."""
+
+
+class CommitSource(Source):
+    def __init__(self, repo: git.Repo, commit: str) -> None:
+        self.repo = repo
+        self.commit = commit
+        self.label = commit[:12]
+        self._reader = git.BlobReader(repo.root)
+
+    @cached_property
+    def _entries(self) -> dict[str, Entry]:
+        return {path: Entry(mode, oid) for mode, oid, path in git.iter_tree(self.repo.root, self.commit)}
+
+    @property
+    def paths(self) -> list[str]:
+        return self._sorted
+
+    @cached_property
+    def _sorted(self) -> list[str]:
+        return sorted(self._entries)
+
+    def read(self, path: str) -> bytes | None:
+        if "_entries" not in self.__dict__:
+            # Before the tree is listed (as on a hook's fast path), read by name.
+            return self._reader.read(f"{self.commit}:{path}")
+        entry = self._entries.get(path)
+        return None if entry is None else self._reader.read(entry.oid)
+
+    def entry(self, path: str) -> Entry:
+        return self._entries[path]
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class WorkingTreeSource(Source):
+    """Tracked files that still exist plus untracked files git does not ignore."""
+
+    def __init__(self, repo: git.Repo) -> None:
+        self.repo = repo
+        self.commit = repo.resolve("HEAD") if repo.has_commits() else None
+        self.label = "working tree"
+        self._entries: dict[str, Entry] = {}
+
+    @cached_property
+    def _sorted(self) -> list[str]:
+        listed = git.zsplit(
+            self.repo.git("ls-files", "-z", "--cached", "--others", "--exclude-standard")
+        )
+        root = self.repo.root
+        return sorted({p for p in listed if os.path.lexists(root / p) and not (root / p).is_dir()})
+
+    @property
+    def paths(self) -> list[str]:
+        return self._sorted
+
+    def read(self, path: str) -> bytes | None:
+        full = self.repo.root / path
+        try:
+            if full.is_symlink():
+                return os.fsencode(os.readlink(full))
+            return full.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def entry(self, path: str) -> Entry:
+        cached = self._entries.get(path)
+        if cached is not None:
+            return cached
+        full = self.repo.root / path
+        info = full.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            mode = "120000"
+        elif info.st_mode & stat.S_IXUSR:
+            mode = "100755"
+        else:
+            mode = "100644"
+        data = self.read(path)
+        entry = Entry(mode, blob_id(data or b""))
+        self._entries[path] = entry
+        return entry
+
+
