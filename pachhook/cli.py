@@ -18,19 +18,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def selection_options(func: F) -> F:
     options = [
-        click.option("--from", "from_ref", metavar="REF", help="Compare from the merge-base with REF."),
+        click.option(
+            "--from", "from_ref", metavar="REF", help="Compare from the merge-base with REF."
+        ),
         click.option("--to", "to_ref", metavar="REF", help="Compare up to REF (default: HEAD)."),
         click.option(
-            "--working-tree", is_flag=True, help="Read the working tree: uncommitted and untracked changes too."
+            "--working-tree",
+            is_flag=True,
+            help="Read the working tree: uncommitted and untracked changes too.",
         ),
-        click.option("--all", "everything", is_flag=True, help="Every image and pipeline, decided by state."),
+        click.option(
+            "--all", "everything", is_flag=True, help="Every image and pipeline, decided by state."
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _selection(from_ref: str | None, to_ref: str | None, working_tree: bool, everything: bool) -> Any:
+def _selection(
+    from_ref: str | None, to_ref: str | None, working_tree: bool, everything: bool
+) -> Any:
     from pachhook.selection import Selection
 
     return Selection(from_ref, to_ref, working_tree, everything)
@@ -59,17 +67,72 @@ def cli() -> None:
 @selection_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
 @click.option("-v", "--verbose", is_flag=True, help="List unchanged images and pipelines too.")
-def plan(from_ref: str | None, to_ref: str | None, working_tree: bool, everything: bool, as_json: bool, verbose: bool) -> None:
+def plan(
+    from_ref: str | None,
+    to_ref: str | None,
+    working_tree: bool,
+    everything: bool,
+    as_json: bool,
+    verbose: bool,
+) -> None:
     """Print what a run would build and update, and why. Changes nothing."""
     from pachhook.planning import plan_selection
     from pachhook.report import plan_lines
 
-    planned = plan_selection(_repo(), _selection(from_ref, to_ref, working_tree, everything), os.environ)
+    planned = plan_selection(
+        _repo(), _selection(from_ref, to_ref, working_tree, everything), os.environ
+    )
     if as_json:
         echo_json(planned.plan.to_json())
     else:
         for line in plan_lines(planned.plan, verbose=verbose):
             click.echo(line)
+
+
+@cli.command()
+@selection_options
+@click.option(
+    "--dry-run", is_flag=True, help="Plan and reconcile, but build, push and apply nothing."
+)
+@click.option(
+    "--no-push", is_flag=True, help="Build the images but push nothing (and so deploy nothing)."
+)
+@click.option(
+    "--no-deploy", is_flag=True, help="Build, push and verify images; update no pipeline."
+)
+@click.option(
+    "--reprocess", is_flag=True, default=None, help="Reprocess all data of updated pipelines."
+)
+@click.option("--jobs", type=click.IntRange(min=1), metavar="N", help="Images built at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's record as JSON.")
+def run(
+    from_ref: str | None,
+    to_ref: str | None,
+    working_tree: bool,
+    everything: bool,
+    dry_run: bool,
+    no_push: bool,
+    no_deploy: bool,
+    reprocess: bool | None,
+    jobs: int | None,
+    as_json: bool,
+) -> None:
+    """Plan, then build, push and verify the changed images and apply the pipelines."""
+    from pachhook.execution import run_selection
+    from pachhook.run import RunOptions
+
+    options = RunOptions(
+        dry_run=dry_run, push=not no_push, deploy=not no_deploy, reprocess=reprocess, jobs=jobs
+    )
+    record = run_selection(
+        _repo(),
+        _selection(from_ref, to_ref, working_tree, everything),
+        options,
+        os.environ,
+        trigger="cli",
+        as_json=as_json,
+    )
+    sys.exit(record.exit_code)
 
 
 def _workspace_source(rev: str | None) -> Any:
@@ -81,8 +144,12 @@ def _workspace_source(rev: str | None) -> Any:
 
 @cli.command()
 @click.argument("image")
-@click.option("--rev", metavar="REF", help="Read the image's files at a commit (default: the working tree).")
-@click.option("--json", "as_json", is_flag=True, help='Print {"image": NAME, "inputs": [PATH, ...]}.')
+@click.option(
+    "--rev", metavar="REF", help="Read the image's files at a commit (default: the working tree)."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print {"image": NAME, "inputs": [PATH, ...]}.'
+)
 def deps(image: str, rev: str | None, as_json: bool) -> None:
     """The input files of one IMAGE, one per line, relative to the repository root."""
     from pachhook.config import normalize_repository
@@ -118,11 +185,15 @@ def explain(paths: tuple[str, ...], rev: str | None) -> None:
     root = source.repo.root
     relative = []
     for path in paths:
-        full = (Path.cwd() / path).resolve() if not Path(path).is_absolute() else Path(path).resolve()
+        full = (
+            (Path.cwd() / path).resolve() if not Path(path).is_absolute() else Path(path).resolve()
+        )
         try:
             relative.append(full.relative_to(root.resolve()).as_posix())
         except ValueError:
-            raise InputError(f"{path}: outside the repository {root}; give a path inside it") from None
+            raise InputError(
+                f"{path}: outside the repository {root}; give a path inside it"
+            ) from None
     for line in explain_paths(workspace, relative):
         click.echo(line)
 
@@ -141,7 +212,9 @@ def init(force: bool, to_stdout: bool) -> None:
         click.echo(text, nl=False)
         return
     if target.exists() and not force:
-        raise InputError(f"{target}: already exists; edit it, or run pachhook init --force to replace it")
+        raise InputError(
+            f"{target}: already exists; edit it, or run pachhook init --force to replace it"
+        )
     target.write_text(text)
     for line in summary:
         click.echo(line)

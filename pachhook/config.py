@@ -198,7 +198,9 @@ class _Reader:
             full = f"{where}.{key}" if where else key
             if key not in schema:
                 close = difflib.get_close_matches(key, schema, n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(schema)}"
+                hint = (
+                    f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(schema)}"
+                )
                 raise self.fail(full, f"unknown key; {hint}")
             check, expected = schema[key]
             if not check(value):
@@ -221,11 +223,15 @@ def parse(path: str, text: str, env: Mapping[str, str]) -> Config:
         doc = doc.get("tool", {}).get("pachhook", {})
         prefix = "tool.pachhook."
     reader = _Reader(path, text, prefix)
-    schema: dict[str, tuple[Check, str]] = {**TOP, "image": (lambda v: True, ""), **{
-        name: (lambda v: True, "") for name in TABLES
-    }}
+    schema: dict[str, tuple[Check, str]] = {
+        **TOP,
+        "image": (lambda v: True, ""),
+        **{name: (lambda v: True, "") for name in TABLES},
+    }
     reader.table(doc, schema, "")
-    sections = {name: reader.table(doc.get(name, {}), table, name) for name, table in TABLES.items()}
+    sections = {
+        name: reader.table(doc.get(name, {}), table, name) for name, table in TABLES.items()
+    }
 
     raw_images = doc.get("image", [])
     if not isinstance(raw_images, list):
@@ -275,7 +281,8 @@ def _image(raw: dict[str, Any], reader: _Reader, where: str) -> ImageConfig:
     repo, tag, digest = split_reference(name)
     if tag or digest:
         raise reader.fail(
-            f"{where}.name", f"{name!r} carries a tag or digest; give the repository alone ({repo!r})"
+            f"{where}.name",
+            f"{name!r} carries a tag or digest; give the repository alone ({repo!r})",
         )
     context = normalize(raw.get("context", "."))
     if context.startswith("../"):

@@ -30,7 +30,9 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
             out.append(f"image {image.name}: {role}; a change rebuilds it")
             users = [p for p in workspace.pipelines if p.image_repository == state.repository]
             for pipeline in users:
-                out.append(f"  pipeline {pipeline.project}/{pipeline.name} ({pipeline.where}) runs that image")
+                out.append(
+                    f"  pipeline {pipeline.project}/{pipeline.name} ({pipeline.where}) runs that image"
+                )
         elif image.context == "." or path.startswith(image.context + "/"):
             out.append(
                 f"image {image.name}: inside its context, but not an input "
@@ -38,7 +40,9 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
             )
     specs = [p for p in workspace.pipelines if p.spec_file == path]
     for pipeline in specs:
-        out.append(f"spec of pipeline {pipeline.project}/{pipeline.name} ({pipeline.where}): a change updates it")
+        out.append(
+            f"spec of pipeline {pipeline.project}/{pipeline.name} ({pipeline.where}): a change updates it"
+        )
     if not specs and is_spec_candidate(path, config) and config.pipelines.include is not None:
         out.append("matches [pipelines] include but defines no pipeline")
     return out or ["affects nothing: not an input of any image, not a spec, not the configuration"]

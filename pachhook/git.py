@@ -22,7 +22,9 @@ class GitError(PachhookError):
     exit_code = 2
 
 
-def run(args: Sequence[str], cwd: Path | str, *, check: bool = True, input: bytes | None = None) -> str:
+def run(
+    args: Sequence[str], cwd: Path | str, *, check: bool = True, input: bytes | None = None
+) -> str:
     proc = subprocess.run(
         ["git", *args],
         cwd=cwd,
@@ -81,7 +83,9 @@ class Repo:
         return out.strip()
 
     def has_commits(self) -> bool:
-        return bool(run(["rev-parse", "--verify", "--quiet", "HEAD"], self.root, check=False).strip())
+        return bool(
+            run(["rev-parse", "--verify", "--quiet", "HEAD"], self.root, check=False).strip()
+        )
 
     def merge_base(self, a: str, b: str) -> str:
         out = run(["merge-base", a, b], self.root, check=False).strip()
@@ -127,7 +131,9 @@ class Repo:
         """Staged, unstaged and untracked (not ignored) paths against HEAD."""
         against = "HEAD" if self.has_commits() else EMPTY_TREE
         changed = set(zsplit(self.git("diff", "--name-only", "--no-renames", "-z", against, "--")))
-        changed |= set(zsplit(self.git("diff", "--cached", "--name-only", "--no-renames", "-z", against, "--")))
+        changed |= set(
+            zsplit(self.git("diff", "--cached", "--name-only", "--no-renames", "-z", against, "--"))
+        )
         changed |= set(zsplit(self.git("ls-files", "-z", "--others", "--exclude-standard")))
         return changed
 

@@ -49,7 +49,7 @@ def discover_config(repo: Repo, env: Mapping[str, str]) -> tuple[str, list[str]]
         "jobs = 2",
         "",
         "[pachyderm]",
-        "# address = \"grpcs://pachd.example.com:443\"  # else PACHYDERM_CLUSTER_URL, else pachctl's context",
+        '# address = "grpcs://pachd.example.com:443"  # else PACHYDERM_CLUSTER_URL, else pachctl\'s context',
         'project = "default"',
         "reprocess = false",
     ]

@@ -120,7 +120,8 @@ class Plan:
             "images": [i.to_json() for i in self.images],
             "pipelines": [p.to_json() for p in self.pipelines],
             "removed_pipelines": [
-                {"name": p.name, "project": p.project, "spec_file": p.spec_file} for p in self.removed
+                {"name": p.name, "project": p.project, "spec_file": p.spec_file}
+                for p in self.removed
             ],
             "evaluated": self.evaluated,
         }
@@ -165,10 +166,11 @@ def make_plan(
     workspace: Workspace,
     changes: ChangeSet,
     base_pipelines: Mapping[tuple[str, str], Pipeline] | None = None,
-    remote: Remote = Remote(),
+    remote: Remote | None = None,
 ) -> Plan:
     """`base_pipelines`: the specs at the change's base, for the spec files that changed
     (None when there is no base, as in a first commit)."""
+    remote = remote or Remote()
     config = workspace.config
     config_changed = bool(changes.paths & set(config_files(config)))
     everything = changes.everything or config_changed
@@ -183,13 +185,18 @@ def make_plan(
     for state in workspace.images:
         hits = sorted(changes.paths & (set(state.inputs) | set(state.removed_inputs)))
         reasons = tuple(
-            Reason(p, "input removed" if p in state.removed_inputs else "input changed") for p in hits
+            Reason(p, "input removed" if p in state.removed_inputs else "input changed")
+            for p in hits
         )
         if everything:
             reasons = (blanket, *reasons)
         hits_by_image[state.repository] = reasons
         action = BUILD if reasons else SKIP
-        if action == BUILD and remote.tags is not None and (state.repository, state.tag) in remote.tags:
+        if (
+            action == BUILD
+            and remote.tags is not None
+            and (state.repository, state.tag) in remote.tags
+        ):
             action = SKIP
             reasons = (*reasons, Reason(None, f"tag {state.tag} already in the registry"))
         if not reasons:
@@ -200,36 +207,34 @@ def make_plan(
     base = base_pipelines or {}
     pipeline_plans = []
     for pipeline in dag_order(workspace.pipelines):
-        state = by_repository.get(pipeline.image_repository or "")
-        image_ref = f"{state.name}:{state.tag}" if state else pipeline.image
-        reasons: list[Reason] = []
+        built = by_repository.get(pipeline.image_repository or "")
+        image_ref = f"{built.name}:{built.tag}" if built else pipeline.image
+        why: list[Reason] = []
         if everything:
-            reasons.append(blanket)
+            why.append(blanket)
         is_new = False
         if pipeline.spec_file in changes.paths:
             before = base.get(pipeline.key)
             if before is None:
                 is_new = True
-                reasons.append(Reason(pipeline.spec_file, "new spec"))
+                why.append(Reason(pipeline.spec_file, "new spec"))
             elif before.canonical != pipeline.canonical:
-                reasons.append(Reason(pipeline.spec_file, "spec changed"))
-        if state is not None:
-            for hit in hits_by_image[state.repository]:
+                why.append(Reason(pipeline.spec_file, "spec changed"))
+        if built is not None:
+            for hit in hits_by_image[built.repository]:
                 if hit.path is not None:
-                    reasons.append(Reason(hit.path, f"image {state.name} changed"))
-        desired = spec_digest(rewritten(pipeline, image_ref, {})) if image_ref else spec_digest(
-            pipeline.document
-        )
-        action = _pipeline_action(pipeline, reasons, is_new, desired, remote)
-        if action == SKIP and reasons and remote.pipelines is not None:
-            reasons.append(Reason(None, "the cluster already runs this spec"))
+                    why.append(Reason(hit.path, f"image {built.name} changed"))
+        desired = spec_digest(rewritten(pipeline, image_ref, {}))
+        action = _pipeline_action(pipeline, why, is_new, desired, remote)
+        if action == SKIP and why and remote.pipelines is not None:
+            why.append(Reason(None, "the cluster already runs this spec"))
         pipeline_plans.append(
             PipelinePlan(
                 pipeline=pipeline,
                 image=image_ref,
-                built_image=state.name if state else None,
+                built_image=built.name if built else None,
                 action=action,
-                reasons=tuple(reasons) or (Reason(None, "neither its spec nor its image changed"),),
+                reasons=tuple(why) or (Reason(None, "neither its spec nor its image changed"),),
                 spec_digest=desired,
             )
         )
@@ -270,7 +275,9 @@ def dag_order(pipelines: Iterable[Pipeline]) -> list[Pipeline]:
                 downstream[upstream].append(n)
                 waiting[n] += 1
             elif upstream == n:
-                raise InputError(f"{p.where}: pipeline {p.name} reads its own output repo; fix its input")
+                raise InputError(
+                    f"{p.where}: pipeline {p.name} reads its own output repo; fix its input"
+                )
     ready = [n for n in range(len(items)) if waiting[n] == 0]
     heapq.heapify(ready)
     order = []
@@ -282,7 +289,9 @@ def dag_order(pipelines: Iterable[Pipeline]) -> list[Pipeline]:
             if waiting[m] == 0:
                 heapq.heappush(ready, m)
     if len(order) < len(items):
-        stuck = sorted(f"{items[n].project}/{items[n].name}" for n in range(len(items)) if waiting[n])
+        stuck = sorted(
+            f"{items[n].project}/{items[n].name}" for n in range(len(items)) if waiting[n]
+        )
         raise InputError(
             f"pipelines form a cycle through their input repos: {', '.join(stuck)}; "
             "break the cycle in their specs"

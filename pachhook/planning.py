@@ -19,10 +19,11 @@ class Planned:
     plan: Plan
     workspace: Workspace | None  # None when nothing could matter and nothing was read
     resolved: Resolved
+    base: dict[tuple[str, str], Pipeline] | None = None  # the changed specs at the base
 
 
 def plan_selection(
-    repo: Repo, selection: Selection, env: Mapping[str, str], remote: Remote = Remote()
+    repo: Repo, selection: Selection, env: Mapping[str, str], remote: Remote | None = None
 ) -> Planned:
     resolved = resolve(repo, selection)
     source, changes = resolved.source, resolved.changes
@@ -31,8 +32,11 @@ def plan_selection(
         return Planned(unevaluated(changes, config), None, resolved)
     missing = frozenset(changes.paths - source.path_set)
     workspace = load_workspace(source, env, missing=missing, config=config)
-    base = _base_pipelines(repo, changes.base, [p for p in changes.paths if is_spec_candidate(p, config)], workspace)
-    return Planned(make_plan(workspace, changes, base, remote), workspace, resolved)
+    changed_specs = [p for p in changes.paths if is_spec_candidate(p, config)]
+    base = _base_pipelines(repo, changes.base, changed_specs, workspace)
+    return Planned(
+        make_plan(workspace, changes, base, remote or Remote()), workspace, resolved, base
+    )
 
 
 def _base_pipelines(

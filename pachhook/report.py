@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pachhook.plan import SKIP, Plan, Reason
+from pachhook.run import RunRecord
 
 
 def reasons_text(reasons: Iterable[Reason], limit: int = 3) -> str:
@@ -18,7 +19,9 @@ def reasons_text(reasons: Iterable[Reason], limit: int = 3) -> str:
 def plan_lines(plan: Plan, *, verbose: bool = False) -> list[str]:
     lines = [f"changed files: {len(plan.changed_files)}"]
     if not plan.evaluated:
-        lines.append("nothing to do: no changed file is an image input, a pipeline spec or the configuration")
+        lines.append(
+            "nothing to do: no changed file is an image input, a pipeline spec or the configuration"
+        )
         return lines
     shown_images = [i for i in plan.images if verbose or i.action != SKIP]
     lines.append(
@@ -46,4 +49,25 @@ def plan_lines(plan: Plan, *, verbose: bool = False) -> list[str]:
         )
     if plan.nothing_to_do:
         lines.append("nothing to do")
+    return lines
+
+
+def record_lines(record: RunRecord) -> list[str]:
+    lines = []
+    for image in record.images:
+        extra = f" ({image.error})" if image.error else ""
+        lines.append(f"image {image.reference}: {image.status} in {image.seconds:.1f}s{extra}")
+        if image.log_path and not image.ok:
+            lines.append(f"  full build log: {image.log_path}")
+    applied = [p for p in record.pipelines if p.status == "applied"]
+    for p in applied:
+        lines.append(f"pipeline {p.project}/{p.name}: {p.action}d -> {p.image}")
+    if record.transaction:
+        lines.append(f"transaction {record.transaction}: {len(applied)} pipeline(s) applied")
+    lines.extend(record.notes)
+    seconds = record.finished - record.started
+    if record.error:
+        lines.append(f"failed after {seconds:.1f}s: {record.error}")
+    else:
+        lines.append(f"done in {seconds:.1f}s")
     return lines

@@ -34,7 +34,9 @@ def default_base(repo: Repo) -> str | None:
 
 def resolve(repo: Repo, selection: Selection) -> Resolved:
     if selection.to_ref and selection.working_tree:
-        raise InputError("--to and --working-tree exclude each other: the working tree is the target")
+        raise InputError(
+            "--to and --working-tree exclude each other: the working tree is the target"
+        )
     if selection.to_ref and not selection.from_ref:
         raise InputError("--to needs --from")
     if not repo.has_commits():
@@ -43,7 +45,9 @@ def resolve(repo: Repo, selection: Selection) -> Resolved:
                 f"{repo.root}: the repository has no commits yet; commit first, or use --working-tree"
             )
         source = WorkingTreeSource(repo)
-        return Resolved(source, ChangeSet(frozenset(source.paths), selection.everything, None, source.label))
+        return Resolved(
+            source, ChangeSet(frozenset(source.paths), selection.everything, None, source.label)
+        )
 
     target: Source
     if selection.working_tree:

@@ -13,7 +13,6 @@ import os
 import stat
 from abc import ABC, abstractmethod
 from functools import cached_property
-from pathlib import Path
 from typing import NamedTuple
 
 from pachhook import git
@@ -53,20 +52,22 @@ class Source(ABC):
         data = self.read(path)
         return None if data is None else data.decode("utf-8", errors="replace")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most sources hold nothing to release
         """Release any helper process."""
 
 
 class CommitSource(Source):
     def __init__(self, repo: git.Repo, commit: str) -> None:
         self.repo = repo
-        self.commit = commit
+        self.commit: str = commit
         self.label = commit[:12]
         self._reader = git.BlobReader(repo.root)
 
     @cached_property
     def _entries(self) -> dict[str, Entry]:
-        return {path: Entry(mode, oid) for mode, oid, path in git.iter_tree(self.repo.root, self.commit)}
+        return {
+            path: Entry(mode, oid) for mode, oid, path in git.iter_tree(self.repo.root, self.commit)
+        }
 
     @property
     def paths(self) -> list[str]:
@@ -136,5 +137,3 @@ class WorkingTreeSource(Source):
         entry = Entry(mode, blob_id(data or b""))
         self._entries[path] = entry
         return entry
-
-

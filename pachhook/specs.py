@@ -72,7 +72,9 @@ def _snake_keys(doc: Any) -> Any:
 
 
 def looks_like_spec(doc: Any) -> bool:
-    return isinstance(field(doc, "pipeline", "name"), str) and isinstance(field(doc, "transform"), dict)
+    return isinstance(field(doc, "pipeline", "name"), str) and isinstance(
+        field(doc, "transform"), dict
+    )
 
 
 def input_repos(node: Any, project: str) -> Iterator[tuple[str, str]]:
@@ -133,7 +135,9 @@ def _yaml_documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        raise InputError(f"{located(path, line)}: not valid YAML ({exc.problem}); fix the spec") from None
+        raise InputError(
+            f"{located(path, line)}: not valid YAML ({exc.problem}); fix the spec"
+        ) from None
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({exc}); fix the spec") from None
 
@@ -179,11 +183,12 @@ def maybe_spec(data: bytes) -> bool:
     return b"transform" in data and b"pipeline" in data
 
 
-def rewritten(pipeline: Pipeline, image: str, annotations: dict[str, str]) -> dict[str, Any]:
-    """The spec with transform.image set and annotations added, in the spec's own spelling."""
+def rewritten(pipeline: Pipeline, image: str | None, annotations: dict[str, str]) -> dict[str, Any]:
+    """The spec with transform.image set (when given) and annotations added, in the
+    spec's own spelling."""
     doc = copy.deepcopy(pipeline.document)
-    transform = _child(doc, "transform")
-    _set(transform, "image", image)
+    if image is not None:
+        _set(_child(doc, "transform"), "image", image)
     metadata = _child(doc, "metadata")
     existing = _child(metadata, "annotations")
     existing.update(annotations)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pachhook import dockerfile, globs
 from pachhook.config import Config, ImageConfig, load
 from pachhook.digest import digest_tag, input_digest
-from pachhook.errors import InputError, located
+from pachhook.errors import InputError
 from pachhook.source import Source
 from pachhook.specs import SPEC_SUFFIXES, Pipeline, maybe_spec, parse_file
 
@@ -98,10 +97,14 @@ def _inside(path: str, folder: str) -> bool:
     return folder == "." or path.startswith(folder + "/")
 
 
-def pipelines_at(source: Source, config: Config, paths: Iterable[str] | None = None) -> list[Pipeline]:
+def pipelines_at(
+    source: Source, config: Config, paths: Iterable[str] | None = None
+) -> list[Pipeline]:
     """The pipeline specs of `source` (or of just `paths`, where they are spec files)."""
     strict = config.pipelines.include is not None
-    candidates = [p for p in (source.paths if paths is None else paths) if is_spec_candidate(p, config)]
+    candidates = [
+        p for p in (source.paths if paths is None else paths) if is_spec_candidate(p, config)
+    ]
     if strict and paths is None:
         _check_includes(config, source)
     found: list[Pipeline] = []
@@ -144,11 +147,17 @@ def check_unique(pipelines: Iterable[Pipeline]) -> None:
 
 
 def load_workspace(
-    source: Source, env: Mapping[str, str], *, missing: frozenset[str] = frozenset(), config: Config | None = None
+    source: Source,
+    env: Mapping[str, str],
+    *,
+    missing: frozenset[str] = frozenset(),
+    config: Config | None = None,
 ) -> Workspace:
     """Everything pachhook knows of a source. `missing`: changed paths the source lacks."""
     config = config or config_of(source, env)
-    images = tuple(image_state(img, config, source, i, missing) for i, img in enumerate(config.images))
+    images = tuple(
+        image_state(img, config, source, i, missing) for i, img in enumerate(config.images)
+    )
     pipelines = pipelines_at(source, config)
     check_unique(pipelines)
     return Workspace(
@@ -159,5 +168,3 @@ def load_workspace(
         pipelines=tuple(pipelines),
         spec_files=frozenset(p.spec_file for p in pipelines),
     )
-
-
