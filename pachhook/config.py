@@ -214,10 +214,8 @@ def parse(path: str, text: str, env: Mapping[str, str]) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
-        raise InputError(
-            f"{located(path, int(match.group(1)) if match else None)}: not valid TOML ({exc}); "
-            "fix the syntax"
-        ) from None
+        line = int(match.group(1)) if match else len(text.splitlines()) or None
+        raise InputError(f"{located(path, line)}: not valid TOML ({exc}); fix the syntax") from None
     prefix = ""
     if path.endswith("pyproject.toml"):
         doc = doc.get("tool", {}).get("pachhook", {})

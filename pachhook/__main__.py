@@ -1,0 +1,5 @@
+"""`python -m pachhook`."""
+
+from pachhook.cli import main
+
+main()
