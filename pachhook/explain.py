@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pachhook.plan import config_files
-from pachhook.workspace import Workspace, is_spec_candidate
+from pachhook.specs import is_spec_candidate
+from pachhook.workspace import Workspace
 
 
 def explain_paths(workspace: Workspace, paths: Iterable[str]) -> list[str]:

@@ -82,6 +82,14 @@ class Repo:
             raise InputError(f"git: no commit named '{ref}'{hint}; check the ref or fetch it")
         return out.strip()
 
+    def resolve_all(self, refs: Sequence[str]) -> list[str]:
+        """Commit ids of several refs in one git call; a bad ref is named by `resolve`."""
+        args = [f"{ref}^{{commit}}" for ref in refs]
+        ids = run(["rev-parse", *args, "--"], self.root, check=False).split()
+        if len(ids) != len(refs) or not all(len(i) == 40 for i in ids):
+            return [self.resolve(ref) for ref in refs]
+        return ids
+
     def has_commits(self) -> bool:
         return bool(
             run(["rev-parse", "--verify", "--quiet", "HEAD"], self.root, check=False).strip()

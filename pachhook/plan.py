@@ -8,12 +8,14 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pachhook.config import Config
 from pachhook.errors import InputError
-from pachhook.specs import Pipeline, rewritten, spec_digest
-from pachhook.workspace import ImageState, Workspace, is_spec_candidate
+from pachhook.specs import Pipeline, is_spec_candidate, rewritten, spec_digest
+
+if TYPE_CHECKING:
+    from pachhook.workspace import ImageState, Workspace
 
 BUILD, SKIP = "build", "skip"
 CREATE, UPDATE = "create", "update"

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pachhook.config import load as load_config
 from pachhook.errors import InputError
 from pachhook.git import Repo
 from pachhook.plan import Plan, Remote, make_plan, relevant, unevaluated
 from pachhook.selection import Resolved, Selection, resolve
 from pachhook.source import CommitSource
-from pachhook.specs import Pipeline
-from pachhook.workspace import Workspace, config_of, is_spec_candidate, load_workspace, pipelines_at
+from pachhook.specs import Pipeline, is_spec_candidate
+
+if TYPE_CHECKING:
+    from pachhook.workspace import Workspace
 
 
 @dataclass
@@ -27,9 +31,11 @@ def plan_selection(
 ) -> Planned:
     resolved = resolve(repo, selection)
     source, changes = resolved.source, resolved.changes
-    config = config_of(source, env)
+    config = load_config(source.read, env)
     if not changes.everything and not relevant(changes.paths, config):
         return Planned(unevaluated(changes, config), None, resolved)
+    from pachhook.workspace import load_workspace
+
     missing = frozenset(changes.paths - source.path_set)
     workspace = load_workspace(source, env, missing=missing, config=config)
     changed_specs = [p for p in changes.paths if is_spec_candidate(p, config)]
@@ -44,6 +50,8 @@ def _base_pipelines(
 ) -> dict[tuple[str, str], Pipeline] | None:
     if base is None:
         return None
+    from pachhook.workspace import pipelines_at
+
     source = CommitSource(repo, base)
     try:
         found = {}

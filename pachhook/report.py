@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from pachhook.plan import SKIP, Plan, Reason
-from pachhook.run import RunRecord
+
+if TYPE_CHECKING:
+    from pachhook.run import RunRecord
 
 
 def reasons_text(reasons: Iterable[Reason], limit: int = 3) -> str:

@@ -183,7 +183,17 @@ def execute(
             pipelines=tuple(_result(p, "not applied") for p in plan.deploys),
             notes=(f"pipelines not updated ({why})",),
         )
-    return _deploy(record, planned, options, cluster(), progress)
+    try:
+        return _deploy(record, planned, options, cluster(), progress)
+    except PachhookError as exc:
+        # An unreachable cluster or a refused token is this run's outcome, not a crash:
+        # the record (and so the ledger) must still say what was built and what was not.
+        return replace(
+            record,
+            finished=time.time(),
+            pipelines=tuple(_result(p, "not applied") for p in plan.pipelines),
+            error=exc.message,
+        )
 
 
 def _build_all(

@@ -26,10 +26,7 @@ class Resolved:
 
 def default_base(repo: Repo) -> str | None:
     """HEAD's upstream, else the remote's default branch; None when there is neither."""
-    upstream = repo.upstream()
-    if upstream:
-        return upstream
-    return repo.default_remote_branch()
+    return repo.upstream() or repo.default_remote_branch()
 
 
 def resolve(repo: Repo, selection: Selection) -> Resolved:
@@ -39,42 +36,41 @@ def resolve(repo: Repo, selection: Selection) -> Resolved:
         )
     if selection.to_ref and not selection.from_ref:
         raise InputError("--to needs --from")
-    if not repo.has_commits():
-        if not selection.working_tree:
+
+    if selection.working_tree:
+        if not repo.has_commits():
+            source = WorkingTreeSource(repo)
+            changes = ChangeSet(frozenset(source.paths), selection.everything, None, source.label)
+            return Resolved(source, changes)
+        target: Source = WorkingTreeSource(repo)
+        head = target.commit
+        start = repo.resolve(selection.from_ref) if selection.from_ref else None
+    else:
+        if not selection.to_ref and not repo.has_commits():
             raise InputError(
                 f"{repo.root}: the repository has no commits yet; commit first, or use --working-tree"
             )
-        source = WorkingTreeSource(repo)
-        return Resolved(
-            source, ChangeSet(frozenset(source.paths), selection.everything, None, source.label)
-        )
-
-    target: Source
-    if selection.working_tree:
-        target = WorkingTreeSource(repo)
-        head = target.commit
-    else:
-        head = repo.resolve(selection.to_ref or "HEAD")
+        refs = [selection.to_ref or "HEAD"] + ([selection.from_ref] if selection.from_ref else [])
+        head, *rest = repo.resolve_all(refs)
         target = CommitSource(repo, head)
+        start = rest[0] if rest else None
     assert head is not None
 
-    if selection.everything and not selection.from_ref:
+    if selection.everything and start is None:
         return Resolved(target, ChangeSet(frozenset(), True, None, target.label))
-
-    if selection.from_ref:
-        base = repo.merge_base(repo.resolve(selection.from_ref), head)
+    if start is not None:
+        base = repo.merge_base(start, head)
     else:
         upstream = default_base(repo)
-        if upstream is None:
-            if not selection.working_tree:
-                raise InputError(
-                    "HEAD has no upstream branch and the remote names no default branch; "
-                    "use --from REF, --working-tree or --all"
-                )
-            base = head
-        else:
+        if upstream is not None:
             base = repo.merge_base(repo.resolve(upstream), head)
-
+        elif selection.working_tree:
+            base = head  # only what is not committed yet
+        else:
+            raise InputError(
+                "HEAD has no upstream branch and the remote names no default branch; "
+                "use --from REF, --working-tree or --all"
+            )
     paths = repo.changed_paths(base, head)
     if selection.working_tree:
         paths |= repo.working_tree_changes()

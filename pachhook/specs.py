@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pachhook.config import normalize_repository
+from pachhook import globs
+from pachhook.config import Config, normalize_repository
 from pachhook.errors import InputError, located
 
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
@@ -176,6 +177,15 @@ def parse_file(path: str, data: bytes, default_project: str, *, strict: bool) ->
             )
         )
     return pipelines
+
+
+def is_spec_candidate(path: str, config: Config) -> bool:
+    include = config.pipelines.include
+    if include is None:
+        candidate = path.endswith(SPEC_SUFFIXES)
+    else:
+        candidate = path in include or globs.matches(path, include)
+    return candidate and not globs.matches(path, config.pipelines.exclude)
 
 
 def maybe_spec(data: bytes) -> bool:

@@ -10,7 +10,7 @@ from pachhook.config import Config, ImageConfig, load
 from pachhook.digest import digest_tag, input_digest
 from pachhook.errors import InputError
 from pachhook.source import Source
-from pachhook.specs import SPEC_SUFFIXES, Pipeline, maybe_spec, parse_file
+from pachhook.specs import Pipeline, is_spec_candidate, maybe_spec, parse_file
 
 
 @dataclass(frozen=True)
@@ -42,15 +42,6 @@ class Workspace:
 
 def config_of(source: Source, env: Mapping[str, str]) -> Config:
     return load(source.read, env)
-
-
-def is_spec_candidate(path: str, config: Config) -> bool:
-    include = config.pipelines.include
-    if include is None:
-        candidate = path.endswith(SPEC_SUFFIXES)
-    else:
-        candidate = path in include or globs.matches(path, include)
-    return candidate and not globs.matches(path, config.pipelines.exclude)
 
 
 def _check_image(image: ImageConfig, index: int, config: Config, source: Source) -> None:
