@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import posixpath
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from pachhook.errors import InputError, located
 
@@ -19,13 +17,12 @@ BUILD_FAILURE_POLICIES = ("block", "warn")
 COMMIT_HOOK_MODES = ("plan", "build", "off")
 
 
-@dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(NamedTuple):
     name: str  # what transform.image names, without tag
     context: str = "."  # repository-relative, posix
     dockerfile: str = "Dockerfile"  # as written: relative to the context
     target: str | None = None
-    build_args: Mapping[str, str] = field(default_factory=dict)
+    build_args: Mapping[str, str] = MappingProxyType({})
     platform: str | None = None
 
     @property
@@ -38,29 +35,25 @@ class ImageConfig:
         return normalize_repository(self.name)
 
 
-@dataclass(frozen=True)
-class PachydermConfig:
+class PachydermConfig(NamedTuple):
     address: str | None = None
     project: str = "default"
     reprocess: bool = False
 
 
-@dataclass(frozen=True)
-class PipelinesConfig:
+class PipelinesConfig(NamedTuple):
     include: tuple[str, ...] | None = None  # None: discover specs among tracked JSON/YAML files
     exclude: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class HooksConfig:
+class HooksConfig(NamedTuple):
     deploy_branches: tuple[str, ...] | None = None  # None: the remote's default branch
     on_build_failure: str = "block"
     post_push_timeout: float = 120.0
     post_commit: str = "plan"  # what the post-commit and post-merge hooks do
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     path: str | None  # the file it came from, None when from the environment alone
     tag_policy: str = "digest"
     jobs: int = 2
@@ -197,6 +190,8 @@ class _Reader:
         for key, value in data.items():
             full = f"{where}.{key}" if where else key
             if key not in schema:
+                import difflib
+
                 close = difflib.get_close_matches(key, schema, n=1)
                 hint = (
                     f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(schema)}"
@@ -318,7 +313,7 @@ def _check_unique(images: list[ImageConfig], reader: _Reader) -> None:
 
 
 def _env_config(env: Mapping[str, str]) -> Config:
-    return dataclasses.replace(parse("(environment)", "", env), path=None)
+    return parse("(environment)", "", env)._replace(path=None)
 
 
 def load(read: Callable[[str], bytes | None], env: Mapping[str, str]) -> Config:

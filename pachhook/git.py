@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pachhook.errors import InputError, PachhookError
 
@@ -42,8 +42,7 @@ def zsplit(out: str) -> list[str]:
     return [part for part in out.split("\0") if part]
 
 
-@dataclass(frozen=True)
-class Repo:
+class Repo(NamedTuple):
     """A git repository: its work tree and the folder pachhook keeps its state in."""
 
     root: Path

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pachhook.config import Config
 from pachhook.errors import InputError
@@ -21,16 +20,14 @@ BUILD, SKIP = "build", "skip"
 CREATE, UPDATE = "create", "update"
 
 
-@dataclass(frozen=True)
-class ChangeSet:
+class ChangeSet(NamedTuple):
     paths: frozenset[str]
     everything: bool = False  # --all: every image and pipeline, decided by state
     base: str | None = None  # the commit the change is measured from
     target: str = "HEAD"  # a commit id or "working tree"
 
 
-@dataclass(frozen=True)
-class Reason:
+class Reason(NamedTuple):
     path: str | None
     why: str
 
@@ -38,16 +35,14 @@ class Reason:
         return {"path": self.path, "why": self.why}
 
 
-@dataclass(frozen=True)
-class Remote:
+class Remote(NamedTuple):
     """What the registry and the cluster hold, where it is known."""
 
     tags: frozenset[tuple[str, str]] | None = None  # (repository, tag) present in the registry
     pipelines: Mapping[tuple[str, str], str | None] | None = None  # key -> stored spec digest
 
 
-@dataclass(frozen=True)
-class ImagePlan:
+class ImagePlan(NamedTuple):
     state: ImageState | None
     name: str
     action: str
@@ -71,8 +66,7 @@ class ImagePlan:
         }
 
 
-@dataclass(frozen=True)
-class PipelinePlan:
+class PipelinePlan(NamedTuple):
     pipeline: Pipeline
     image: str | None  # the reference the deployed spec will carry
     built_image: str | None  # repository of the pachhook image it runs, if any
@@ -95,14 +89,13 @@ class PipelinePlan:
         }
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     changed_files: tuple[str, ...]
     images: tuple[ImagePlan, ...]
     pipelines: tuple[PipelinePlan, ...]  # DAG order: upstream first
     removed: tuple[Pipeline, ...] = ()  # specs gone from the source: reported, never deleted
     evaluated: bool = True  # False: no changed file could matter, nothing was read
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def builds(self) -> tuple[ImagePlan, ...]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pachhook.config import load as load_config
 from pachhook.errors import InputError
@@ -18,8 +17,7 @@ if TYPE_CHECKING:
     from pachhook.workspace import Workspace
 
 
-@dataclass
-class Planned:
+class Planned(NamedTuple):
     plan: Plan
     workspace: Workspace | None  # None when nothing could matter and nothing was read
     resolved: Resolved

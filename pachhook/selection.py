@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pachhook.errors import InputError
 from pachhook.git import Repo
@@ -10,16 +10,14 @@ from pachhook.plan import ChangeSet
 from pachhook.source import CommitSource, Source, WorkingTreeSource
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     from_ref: str | None = None
     to_ref: str | None = None
     working_tree: bool = False
     everything: bool = False
 
 
-@dataclass
-class Resolved:
+class Resolved(NamedTuple):
     source: Source
     changes: ChangeSet
 

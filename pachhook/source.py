@@ -8,7 +8,6 @@ whichever source it came from, and so the same input digest.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from abc import ABC, abstractmethod
@@ -24,6 +23,8 @@ class Entry(NamedTuple):
 
 
 def blob_id(data: bytes) -> str:
+    import hashlib
+
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 

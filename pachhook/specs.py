@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pachhook import globs
 from pachhook.config import Config, normalize_repository
@@ -36,8 +32,7 @@ def field(doc: Any, *names: str) -> Any:
     return doc
 
 
-@dataclass(frozen=True)
-class Pipeline:
+class Pipeline(NamedTuple):
     project: str
     name: str
     spec_file: str
@@ -61,6 +56,8 @@ class Pipeline:
     @property
     def canonical(self) -> str:
         """The document in one spelling and key order: equal texts, equal specs."""
+        import json
+
         return json.dumps(_snake_keys(self.document), sort_keys=True, separators=(",", ":"))
 
 
@@ -101,6 +98,8 @@ def _documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
 
 
 def _json_documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
+    import json
+
     # pachctl reads a stream of JSON values: one object, an array, or several objects in a row.
     decoder = json.JSONDecoder()
     pos = 0
@@ -196,6 +195,8 @@ def maybe_spec(data: bytes) -> bool:
 def rewritten(pipeline: Pipeline, image: str | None, annotations: dict[str, str]) -> dict[str, Any]:
     """The spec with transform.image set (when given) and annotations added, in the
     spec's own spelling."""
+    import copy
+
     doc = copy.deepcopy(pipeline.document)
     if image is not None:
         _set(_child(doc, "transform"), "image", image)
@@ -222,6 +223,9 @@ def _set(doc: dict[str, Any], name: str, value: Any) -> None:
 
 
 def spec_digest(doc: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
     return hashlib.sha256(
         json.dumps(_snake_keys(doc), sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
