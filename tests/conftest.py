@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+try:  # pytest puts tests/ on sys.path (no tests/__init__.py)
+    import services
+except ImportError:  # tests/ is a package
+    from tests import services  # type: ignore[no-redef]
+
+# =========================================================================== #
+# Real Docker engine and registry (tests/services.py)
+#
+# Services start only when a test asks for them, and are stopped by pid at the
+# end of their scope (and by an atexit handler if that is ever skipped). Tests
+# that use them get the `docker` marker. When a service cannot be started, such
+# a test fails if the environment variable CI is set, and is skipped otherwise.
+# =========================================================================== #
+
+_SERVICE_FIXTURES = frozenset({"docker_engine", "registry", "base_image", "auth_registry"})
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _unavailable(what: str, exc: BaseException) -> NoReturn:
+    reason = f"{what} is not available: {exc}"
+    if _in_ci():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.docker)
+
+
+@pytest.fixture(scope="session")
+def services_root() -> Iterator[Path]:
+    """A short directory (unix socket paths are limited) for the session's services."""
+    root = services.short_tempdir()
+    try:
+        yield root
+    finally:
+        services.remove_tree(root)
+
+
+@pytest.fixture(scope="session")
+def docker_engine(services_root: Path) -> Iterator[services.DockerEngine]:
+    """The Docker engine: ``.host`` is its DOCKER_HOST url, ``.client()`` a docker-py client.
+
+    PACHHOOK_TEST_DOCKER_HOST names an existing engine to use instead of starting one.
+    Nothing global (such as DOCKER_HOST) is set.
+    """
+    external = services.docker_engine_from_env()
+    if external is not None:
+        yield external
+        return
+    try:
+        engine = services.start_docker_engine(services_root / "engine")
+    except (services.ServiceError, OSError) as exc:
+        _unavailable("the Docker engine", exc)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine: services.DockerEngine) -> str:
+    """Tag of a tiny image with a shell (static busybox), imported into the engine once."""
+    try:
+        return services.ensure_base_image(docker_engine)
+    except (services.ServiceError, OSError) as exc:
+        _unavailable("the busybox base image", exc)
+
+
+@pytest.fixture(scope="session")
+def registry(services_root: Path) -> Iterator[services.Registry]:
+    """A registry on loopback without auth: ``.address`` is ``127.0.0.1:PORT``."""
+    try:
+        reg = services.start_registry(services_root / "registry")
+    except (services.ServiceError, OSError) as exc:
+        _unavailable("the registry", exc)
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture
+def auth_registry(
+    services_root: Path,
+) -> Iterator[Callable[[str, str], services.Registry]]:
+    """Factory: ``auth_registry(user, password)`` starts a registry with basic auth.
+
+    Each registry started by the factory is stopped at the end of the test.
+    """
+    started: list[services.Registry] = []
+
+    def start(username: str = "pachhook", password: str = "secret") -> services.Registry:
+        root = Path(tempfile.mkdtemp(prefix="auth-", dir=services_root))
+        try:
+            reg = services.start_registry(root, username=username, password=password)
+        except (services.ServiceError, OSError) as exc:
+            _unavailable("the registry with basic auth", exc)
+        started.append(reg)
+        return reg
+
+    try:
+        yield start
+    finally:
+        for reg in started:
+            reg.stop()
+            services.remove_tree(reg.root)
+
+
+# ======================================================= end of real services #
