@@ -49,6 +49,12 @@ class Source(ABC):
     def entry(self, path: str) -> Entry:
         """Mode and blob id of a file of this source."""
 
+    def is_link(self, path: str) -> bool:
+        try:
+            return self.entry(path).mode == "120000"
+        except (KeyError, FileNotFoundError):
+            return False
+
     def text(self, path: str) -> str | None:
         data = self.read(path)
         return None if data is None else data.decode("utf-8", errors="replace")
@@ -99,15 +105,31 @@ class WorkingTreeSource(Source):
         self.repo = repo
         self.commit = repo.resolve("HEAD") if repo.has_commits() else None
         self.label = "working tree"
-        self._entries: dict[str, Entry] = {}
+        self._hashed: dict[str, Entry] = {}
+
+    @cached_property
+    def _index(self) -> dict[str, Entry]:
+        """Mode and blob id of every file in git's index (gitlinks left out)."""
+        out = {}
+        for record in git.zsplit(self.repo.git("ls-files", "-z", "--stage")):
+            meta, path = record.split("\t", 1)
+            mode, oid, _stage = meta.split(" ")
+            if mode != "160000":
+                out[path] = Entry(mode, oid)
+        return out
+
+    @cached_property
+    def _dirty(self) -> frozenset[str]:
+        """Files whose working copy may differ from the index: their ids are computed."""
+        return frozenset(git.zsplit(self.repo.git("diff-files", "-z", "--name-only")))
 
     @cached_property
     def _sorted(self) -> list[str]:
-        listed = git.zsplit(
-            self.repo.git("ls-files", "-z", "--cached", "--others", "--exclude-standard")
-        )
-        root = self.repo.root
-        return sorted({p for p in listed if os.path.lexists(root / p) and not (root / p).is_dir()})
+        deleted = set(git.zsplit(self.repo.git("ls-files", "-z", "--deleted")))
+        untracked = git.zsplit(self.repo.git("ls-files", "-z", "--others", "--exclude-standard"))
+        paths = {p for p in self._index if p not in deleted}
+        paths.update(p for p in untracked if not p.endswith("/"))
+        return sorted(paths)
 
     @property
     def paths(self) -> list[str]:
@@ -123,18 +145,19 @@ class WorkingTreeSource(Source):
             return None
 
     def entry(self, path: str) -> Entry:
-        cached = self._entries.get(path)
+        indexed = self._index.get(path)
+        if indexed is not None and path not in self._dirty:
+            return indexed
+        cached = self._hashed.get(path)
         if cached is not None:
             return cached
-        full = self.repo.root / path
-        info = full.lstat()
+        info = (self.repo.root / path).lstat()
         if stat.S_ISLNK(info.st_mode):
             mode = "120000"
         elif info.st_mode & stat.S_IXUSR:
             mode = "100755"
         else:
             mode = "100644"
-        data = self.read(path)
-        entry = Entry(mode, blob_id(data or b""))
-        self._entries[path] = entry
+        entry = Entry(mode, blob_id(self.read(path) or b""))
+        self._hashed[path] = entry
         return entry

@@ -9,7 +9,7 @@ from pachhook import dockerfile, globs
 from pachhook.config import Config, ImageConfig, load
 from pachhook.digest import digest_tag, input_digest
 from pachhook.errors import InputError
-from pachhook.source import Source
+from pachhook.source import CommitSource, Source
 from pachhook.specs import Pipeline, is_spec_candidate, maybe_spec, parse_file
 
 
@@ -71,17 +71,27 @@ def image_state(
     image: ImageConfig, config: Config, source: Source, index: int, missing: frozenset[str]
 ) -> ImageState:
     _check_image(image, index, config, source)
-    inputs = dockerfile.image_inputs(image, source.paths, source.read)
+    inputs = dockerfile.image_inputs(image, source.paths, source.read, is_link=source.is_link)
     removed: tuple[str, ...] = ()
     context_missing = sorted(p for p in missing if _inside(p, image.context))
     if context_missing:
         # A deleted file changes the image when the Dockerfile would have copied it.
         universe = sorted(set(source.paths) | set(context_missing))
-        with_missing = dockerfile.image_inputs(image, universe, source.read)
+        with_missing = dockerfile.image_inputs(image, universe, source.read, is_link=source.is_link)
         removed = tuple(p for p in with_missing if p in missing)
     text = source.text(image.dockerfile_path) or ""
     digest = input_digest(image, inputs, source.entry, text)
-    return ImageState(image, inputs, removed, digest, digest_tag(digest))
+    return ImageState(image, inputs, removed, digest, _tag(image, config, source, digest))
+
+
+def _tag(image: ImageConfig, config: Config, source: Source, digest: str) -> str:
+    """Policy `git-sha`: the last commit that touched the image's context, Dockerfile or the
+    configuration (the folder rather than the inputs, so that a commit deleting an input
+    counts too). The working tree has no such commit: it keeps the digest tag."""
+    if config.tag_policy != "git-sha" or not isinstance(source, CommitSource):
+        return digest_tag(digest)
+    paths = [image.context, image.dockerfile_path, *([config.path] if config.path else [])]
+    return source.repo.last_commit_touching(source.commit, paths)
 
 
 def _inside(path: str, folder: str) -> bool:
