@@ -221,6 +221,41 @@ def init(force: bool, to_stdout: bool) -> None:
     click.echo(f"wrote {target}")
 
 
+@cli.command()
+@click.option(
+    "-n",
+    "limit",
+    type=click.IntRange(min=1),
+    default=10,
+    metavar="N",
+    show_default=True,
+    help="Show the N most recent entries.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"entries": [...], "pending": [...]}, newest entry first.',
+)
+def status(limit: int, as_json: bool) -> None:
+    """Recent runs and other ledger entries, pending post-push deploys, last errors."""
+    from pachhook import ledger
+    from pachhook.report import pending_entries, status_lines
+
+    repo = _repo()
+    entries = ledger.read(repo.state_dir)
+    recent = list(reversed(entries[-limit:]))
+    pending = pending_entries(entries)
+    if as_json:
+        echo_json({"entries": recent, "pending": pending})
+        return
+    if not entries:
+        click.echo(f"nothing recorded yet in {repo.state_dir / ledger.RUNS}")
+        return
+    for line in status_lines(recent, pending):
+        click.echo(line)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: the one place errors become messages and exit codes."""
     try:

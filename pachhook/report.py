@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pachhook.plan import SKIP, Plan, Reason
 
@@ -73,4 +74,110 @@ def record_lines(record: RunRecord) -> list[str]:
         lines.append(f"failed after {seconds:.1f}s: {record.error}")
     else:
         lines.append(f"done in {seconds:.1f}s")
+    return lines
+
+
+# -- the ledger, for `pachhook status` ----------------------------------------------------
+
+# Fields that may carry an entry's time, in order of preference; any kind of entry may
+# be in the ledger, so none of them is assumed.
+_TIME_FIELDS = ("started", "time", "created", "updated", "at")
+_SHOWN_ELSEWHERE = frozenset(
+    {"kind", "state", "trigger", "commit", "error", "finished", "id", *_TIME_FIELDS}
+)
+
+
+def _when(entry: dict[str, Any]) -> str:
+    for name in _TIME_FIELDS:
+        value = entry.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+        if isinstance(value, str) and value:
+            return value
+    return "(no time)"
+
+
+def _short(commit: Any) -> str:
+    return commit[:12] if isinstance(commit, str) and len(commit) == 40 else str(commit)
+
+
+def pending_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries whose latest state (per kind and id) is still "pending", oldest first."""
+    latest: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for entry in entries:
+        if "state" in entry:
+            latest[(entry.get("kind"), entry.get("id"))] = entry
+    return [e for e in latest.values() if e.get("state") == "pending"]
+
+
+def status_lines(entries: list[dict[str, Any]], pending: list[dict[str, Any]]) -> list[str]:
+    """Ledger entries (newest first) for people: one header line each, then details."""
+    lines = []
+    for entry in pending:
+        lines.append(
+            f"pending: {entry.get('kind', 'entry')} {entry.get('id', '')} since {_when(entry)}"
+            + (f" (commit {_short(entry['commit'])})" if entry.get("commit") else "")
+        )
+    if pending:
+        lines.append("")
+    for entry in entries:
+        lines.extend(_run_lines(entry) if entry.get("kind") == "run" else _entry_lines(entry))
+    return lines
+
+
+def _header(entry: dict[str, Any]) -> str:
+    parts = [_when(entry), str(entry.get("kind", "entry"))]
+    if entry.get("trigger"):
+        parts[-1] += f" ({entry['trigger']})"
+    if "state" in entry:
+        parts.append(f"state {entry['state']}")
+    if entry.get("commit"):
+        parts.append(f"commit {_short(entry['commit'])}")
+    return "  ".join(parts)
+
+
+def _run_lines(entry: dict[str, Any]) -> list[str]:
+    header = _header(entry)
+    header += "  failed" if entry.get("error") else "  ok"
+    started, finished = entry.get("started"), entry.get("finished")
+    if isinstance(started, int | float) and isinstance(finished, int | float):
+        header += f"  {finished - started:.1f}s"
+    lines = [header]
+    images = [i for i in entry.get("images") or [] if isinstance(i, dict)]
+    if images:
+        by_status: dict[str, list[str]] = {}
+        for image in images:
+            by_status.setdefault(str(image.get("status")), []).append(
+                str(image.get("reference") or image.get("name"))
+            )
+        parts = [f"{status} {', '.join(refs)}" for status, refs in sorted(by_status.items())]
+        lines.append(f"  images: {'; '.join(parts)}")
+    pipelines = [p for p in entry.get("pipelines") or [] if isinstance(p, dict)]
+    applied = [
+        f"{p.get('project')}/{p.get('name')}" for p in pipelines if p.get("status") == "applied"
+    ]
+    other = len(pipelines) - len(applied)
+    if applied or entry.get("transaction"):
+        text = f"  pipelines: applied {len(applied)} ({', '.join(applied)})"
+        if entry.get("transaction"):
+            text += f" in transaction {entry['transaction']}"
+        lines.append(text + (f"; {other} not changed" if other else ""))
+    elif pipelines:
+        lines.append(f"  pipelines: none applied ({len(pipelines)} considered)")
+    if entry.get("error"):
+        lines.append(f"  error: {entry['error']}")
+    return lines
+
+
+def _entry_lines(entry: dict[str, Any]) -> list[str]:
+    lines = [_header(entry)]
+    extra = [
+        f"{k}={v}"
+        for k, v in sorted(entry.items())
+        if k not in _SHOWN_ELSEWHERE and isinstance(v, str | int | float | bool)
+    ]
+    if extra:
+        lines.append(f"  {'  '.join(extra)}")
+    if entry.get("error"):
+        lines.append(f"  error: {entry['error']}")
     return lines

@@ -1356,6 +1356,7 @@ class PachdDouble:
         port: int = 0,
         version: tuple[int, int, int] = (2, 7, 8),
         max_workers: int = 8,
+        tls: tuple[bytes, bytes] | None = None,
     ) -> None:
         """
         token: the auth token every RPC must carry in `authn-token` metadata;
@@ -1363,11 +1364,13 @@ class PachdDouble:
         enterprise: True behaves as if a licence were active, lifting the
             community-edition limits (16 pipelines, parallelism 8).
         port: 0 picks a free port.
+        tls: (private key, certificate chain), both PEM: serve grpcs:// instead.
         """
         self.token = token
         self._requested_port = port
         self._version = version
         self._max_workers = max_workers
+        self._tls = tls
         self._cluster = _Cluster(enterprise=enterprise)
         self._calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
@@ -1380,7 +1383,7 @@ class PachdDouble:
 
     @property
     def address(self) -> str:
-        return f"grpc://{self.host}:{self.port}"
+        return f"{'grpcs' if self._tls else 'grpc'}://{self.host}:{self.port}"
 
     @property
     def enterprise(self) -> bool:
@@ -1451,7 +1454,11 @@ class PachdDouble:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         self._servicers["grpc.health.v1.Health"] = (health_servicer, object)
 
-        port = server.add_insecure_port(f"{self.host}:{self._requested_port}")
+        bind = f"{self.host}:{self._requested_port}"
+        if self._tls:
+            port = server.add_secure_port(bind, grpc.ssl_server_credentials([self._tls]))
+        else:
+            port = server.add_insecure_port(bind)
         if port == 0:
             raise RuntimeError(f"could not bind {self.host}:{self._requested_port}")
         server.start()
