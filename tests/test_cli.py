@@ -107,7 +107,7 @@ def test_usage_errors_exit_2(example: Path, tmp_path: Path):
 @pytest.mark.parametrize("command", ["plan", "run", "deps", "explain", "init"])
 def test_help_for_each_command(example: Path, command: str):
     out = pachhook(example, command, "--help")
-    assert out.returncode == 0 and "Usage: pachhook " + command in out.stdout
+    assert out.returncode == 0 and "usage: pachhook " + command in out.stdout
 
 
 def test_deps_and_explain(example: Path):

@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from pachhook import ledger
-from pachhook.cli import cli
 from pachhook.config import Config, PachydermConfig
 from pachhook.deploy import (
     DEFAULT_PORT,
@@ -160,6 +158,13 @@ def project(pachd: Target) -> Iterator[str]:
         yield name
     finally:
         pachd.cleanup(name)
+
+
+def invoke(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "pachhook", *args], cwd=repo, capture_output=True, text=True
+    )
 
 
 def double_of(pachd: Target) -> PachdDouble:
@@ -791,9 +796,9 @@ def test_status_shows_runs_and_other_entries(
         },
     )
     monkeypatch.chdir(repo)
-    result = CliRunner().invoke(cli, ["status"])
-    assert result.exit_code == 0, result.output
-    out = result.output
+    result = invoke(repo, "status")
+    assert result.returncode == 0, result.stdout
+    out = result.stdout
     assert out.splitlines()[0].startswith("pending: post-push p1 since ")
     headers = [line.split("  ")[1] for line in out.splitlines()[2:] if line[:1].isdigit()]
     assert headers == ["run (hook)", "post-push", "run (cli)"]  # newest first
@@ -805,22 +810,22 @@ def test_status_shows_runs_and_other_entries(
     assert "error: image failed: reg/app:ph-3; no pipeline was updated" in out
     assert "state pending" in out
 
-    result = CliRunner().invoke(cli, ["status", "-n", "1", "--json"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    result = invoke(repo, "status", "-n", "1", "--json")
+    assert result.returncode == 0, result.stdout
+    data = json.loads(result.stdout)
     assert [e["id"] for e in data["entries"]] == ["r2"]
     assert [e["id"] for e in data["pending"]] == ["p1"]
 
     ledger.append(state, {"kind": "post-push", "id": "p1", "time": 1_700_000_030, "state": "done"})
-    result = CliRunner().invoke(cli, ["status", "-n", "2"])
-    assert "pending:" not in result.output
-    assert "post-push  state done" in result.output
+    result = invoke(repo, "status", "-n", "2")
+    assert "pending:" not in result.stdout
+    assert "post-push  state done" in result.stdout
 
 
 def test_status_with_an_empty_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = init_repo(tmp_path / "repo")
     commit(repo, "first", {"README.md": "x\n"})
     monkeypatch.chdir(repo)
-    result = CliRunner().invoke(cli, ["status"])
-    assert result.exit_code == 0
-    assert "nothing recorded yet" in result.output
+    result = invoke(repo, "status")
+    assert result.returncode == 0
+    assert "nothing recorded yet" in result.stdout

@@ -1,0 +1,40 @@
+"""`pachhook init`: write pachhook.toml from the Dockerfiles and pipeline specs found."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pachhook.commands import env, out, repo
+from pachhook.errors import InputError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "init", help="write pachhook.toml from what the repository holds", description=__doc__
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite an existing pachhook.toml")
+    parser.add_argument(
+        "--stdout", action="store_true", help="print the config instead of writing it"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pachhook.init import discover_config
+
+    found = repo()
+    target = found.root / "pachhook.toml"
+    text, summary = discover_config(found, env())
+    if args.stdout:
+        out(text.rstrip("\n"))
+        return 0
+    if target.exists() and not args.force:
+        raise InputError(
+            f"{target}: already exists; edit it, or run pachhook init --force to replace it"
+        )
+    target.write_text(text)
+    for line in summary:
+        out(line)
+    out(f"wrote {target}")
+    return 0

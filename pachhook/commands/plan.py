@@ -1,0 +1,33 @@
+"""`pachhook plan`: what a run would build and update, and why. Changes nothing."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pachhook.commands import add_selection, env, out, print_json, repo, selection
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "plan", help="print what a run would build and update, and why", description=__doc__
+    )
+    add_selection(parser)
+    parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="list unchanged images and pipelines too"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pachhook.planning import plan_selection
+    from pachhook.report import plan_lines
+
+    planned = plan_selection(repo(), selection(args), env())
+    if args.json:
+        print_json(planned.plan.to_json())
+    else:
+        for line in plan_lines(planned.plan, verbose=args.verbose):
+            out(line)
+    return 0

@@ -1,0 +1,66 @@
+"""`pachhook run`: plan, then build, push and verify the changed images and apply the pipelines."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pachhook.commands import add_selection, env, repo, selection
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run", help="plan, build, push, verify and apply", description=__doc__
+    )
+    add_selection(parser)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="plan, but build, push and apply nothing"
+    )
+    parser.add_argument(
+        "--no-push",
+        action="store_true",
+        help="build the images but push nothing (and so deploy nothing)",
+    )
+    parser.add_argument(
+        "--no-deploy", action="store_true", help="build, push and verify images; update no pipeline"
+    )
+    parser.add_argument(
+        "--reprocess",
+        action="store_true",
+        default=None,
+        help="reprocess all data of updated pipelines",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=positive,
+        metavar="N",
+        help="images built at once (default: jobs in the config, else 2)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the plan and the run's record as JSON"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pachhook.execution import run_selection
+    from pachhook.run import RunOptions
+
+    options = RunOptions(
+        dry_run=args.dry_run,
+        push=not args.no_push,
+        deploy=not args.no_deploy,
+        reprocess=args.reprocess,
+        jobs=args.jobs,
+    )
+    record = run_selection(
+        repo(), selection(args), options, env(), trigger="cli", as_json=args.json
+    )
+    return record.exit_code
