@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Mapping
 
 import click
 
 from pachhook import ledger
 from pachhook.git import Repo
+from pachhook.lock import run_lock
 from pachhook.planning import plan_selection
+from pachhook.progress import BuildProgress
 from pachhook.report import plan_lines, record_lines
 from pachhook.run import Cluster, Images, RunOptions, RunRecord, execute
 from pachhook.selection import Selection
@@ -31,11 +35,16 @@ def run_selection(
         if not as_json:
             click.echo(line, err=True)
 
+    # Live progress only for a person at a terminal; hooks and CI get plain lines.
+    progress = BuildProgress.for_run(
+        say, interactive=trigger == "cli" and not as_json, stream=sys.stderr
+    )
+
     def images() -> Images:
         from pachhook.build import DockerImages
 
         assert config is not None
-        return DockerImages.from_environment(repo, config, env, progress=say)
+        return DockerImages.from_environment(repo, config, env, progress=progress)
 
     def cluster() -> Cluster:
         from pachhook.deploy import PachydermCluster
@@ -46,9 +55,31 @@ def run_selection(
     if not as_json:
         for line in plan_lines(planned.plan):
             click.echo(line)
-    record = execute(
-        planned, options, trigger=trigger, images=images, cluster=cluster, progress=say
+    # One run at a time per repository (hooks, post-push deploys, the watcher); a run
+    # with nothing to do neither waits nor takes the lock.
+    busy = planned.plan.evaluated and not planned.plan.nothing_to_do and not options.dry_run
+    guard = (
+        run_lock(
+            repo.state_dir,
+            f"{trigger} run of {planned.resolved.source.label}",
+            on_wait=lambda message: click.echo(f"pachhook: {message}", err=True),
+        )
+        if busy
+        else contextlib.nullcontext()
     )
+    try:
+        with guard:
+            record = execute(
+                planned,
+                options,
+                trigger=trigger,
+                images=images,
+                cluster=cluster,
+                progress=progress.message,
+            )
+    finally:
+        progress.close()
+    progress.summary(record.images)
     if planned.plan.evaluated and not options.dry_run:
         ledger.append(repo.state_dir, {"kind": "run", **record.to_json()})
     if as_json:

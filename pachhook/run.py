@@ -208,7 +208,12 @@ def _build_all(
 
     def one(image: ImagePlan) -> ImageResult:
         reference = image.reference or image.name
-        if options.push and docker.exists(image):
+        try:
+            present = options.push and docker.exists(image)
+        except PachhookError as exc:
+            # The registry could not be asked, or holds this tag for other content.
+            return ImageResult(image.name, reference, "failed", error=exc.message)
+        if present:
             progress(f"{reference}: already in the registry, not built")
             return ImageResult(image.name, reference, "exists")
         progress(f"{reference}: building")

@@ -1,0 +1,199 @@
+"""One commit touches one of 10 images: pachhook's run beside rebuilding and pushing all 10.
+
+    python bench/bench_build.py [--rounds N]
+
+Starts its own Docker engine and registry (tests/services.py) and stops them by pid.
+A repository with 10 small Python-ish apps (each FROM local/busybox:1, a RUN step,
+COPY of its sources) is built and pushed once. Then, each round:
+
+(a) a commit touches one image; `pachhook run --no-deploy --from HEAD~1` (a whole
+    process): builds that image, pushes it, verifies it in the registry;
+(b) another commit touches the same image; what the seed's action does on every
+    push: build each of the 10 images with docker-py, tagged with the commit SHA,
+    and push it (in this process, chunks checked for errors).
+
+Both use the same engine and its build cache (the seed's action on a fresh CI runner
+would have no cache, so (b) is the cheap case of the seed). Medians over the rounds.
+With --cold-seed, a third line (c) runs (b) without the build cache, as on such a runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+import services  # noqa: E402
+
+IMAGES = 10
+SOURCES_PER_IMAGE = 12
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+DOCKERFILE = f"""FROM {services.BASE_IMAGE}
+WORKDIR /app
+COPY requirements.txt .
+RUN i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo "pkg$i==1.$i" ; done > installed.txt
+COPY src/ ./src/
+RUN find src -name '*.py' | sort > manifest.txt && cat src/*.py | wc -c > size.txt
+CMD ["sh", "-c", "cat manifest.txt"]
+"""
+
+
+def git(root: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, env={**os.environ, **GIT_ENV}
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"git {' '.join(args)}: {proc.stderr}")
+    return proc.stdout.strip()
+
+
+def make_repo(root: Path, registry: str) -> list[tuple[str, Path]]:
+    """The repository; (image name, context folder) per image."""
+    git(root, "init", "-q", "-b", "main")
+    images = []
+    config = []
+    for n in range(IMAGES):
+        context = root / "apps" / f"app{n:02d}"
+        (context / "src").mkdir(parents=True)
+        (context / "Dockerfile").write_text(DOCKERFILE)
+        (context / ".dockerignore").write_text("**/__pycache__\n*.pyc\n")
+        (context / "requirements.txt").write_text("numpy==1.26\npandas==2.1\n")
+        for m in range(SOURCES_PER_IMAGE):
+            body = "".join(f"def f{k}(x):\n    return x * {k} + {n}\n\n" for k in range(40))
+            (context / "src" / f"mod{m:02d}.py").write_text(f'"""app {n} module {m}."""\n\n{body}')
+        name = f"{registry}/bench/app{n:02d}"
+        config.append(f'[[image]]\nname = "{name}"\ncontext = "apps/app{n:02d}"\n')
+        images.append((name, context))
+    (root / "pachhook.toml").write_text("jobs = 2\n\n" + "\n".join(config))
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "ten apps")
+    return images
+
+
+def touch(root: Path, context: Path, marker: str) -> str:
+    path = context / "src" / "mod00.py"
+    path.write_text(path.read_text() + f"\nCHANGE = {marker!r}\n")
+    git(root, "commit", "-q", "-am", f"touch {context.name} ({marker})")
+    return git(root, "rev-parse", "HEAD")
+
+
+def pachhook(root: Path, env: dict[str, str], *args: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pachhook", "run", "--no-deploy", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"pachhook run failed:\n{proc.stdout}\n{proc.stderr}")
+    return elapsed, proc.stdout
+
+
+def seed_action(host: str, images: list[tuple[str, Path]], sha: str, cold: bool = False) -> float:
+    """Every image built and pushed under the commit SHA, as the seed's action does."""
+    import docker
+
+    start = time.perf_counter()
+    client = docker.DockerClient(base_url=host)
+    try:
+        for name, context in images:
+            client.images.build(path=str(context), tag=f"{name}:{sha}", rm=True, nocache=cold)
+            for chunk in client.api.push(name, tag=sha, stream=True, decode=True):
+                if "error" in chunk or "errorDetail" in chunk:
+                    raise SystemExit(f"push of {name}:{sha} failed: {chunk}")
+    finally:
+        client.close()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--cold-seed", action="store_true", help="also time (b) without the build cache"
+    )
+    args = parser.parse_args()
+
+    root = services.short_tempdir("bbench-")
+    engine = registry = None
+    try:
+        engine = services.start_docker_engine(root / "engine")
+        services.ensure_base_image(engine)
+        registry = services.start_registry(root / "registry")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKERHUB_")}
+        env.update(DOCKER_HOST=engine.host, DOCKER_CONFIG=str(root / "docker-config"))
+        repo = root / "repo"
+        repo.mkdir()
+        images = make_repo(repo, registry.address)
+
+        first, _ = pachhook(repo, env, "--all")
+        noop, out = pachhook(repo, env, "--all")
+        assert out.count(": exists in ") == IMAGES, out
+
+        ours: list[float] = []
+        seeds: list[float] = []
+        colds: list[float] = []
+        for r in range(args.rounds):
+            _, context = images[(3 * r + 1) % IMAGES]
+            touch(repo, context, f"pachhook round {r}")
+            elapsed, out = pachhook(repo, env, "--from", "HEAD~1")
+            built = out.count(": built in ")
+            assert built == 1, out
+            ours.append(elapsed)
+            sha = touch(repo, context, f"seed round {r}")
+            seeds.append(seed_action(engine.host, images, sha))
+        # Apart, after (a) and (b): builds without cache leave new layers that (b) would reuse.
+        for r in range(args.rounds if args.cold_seed else 0):
+            _, context = images[(3 * r + 1) % IMAGES]
+            sha = touch(repo, context, f"cold seed round {r}")
+            colds.append(seed_action(engine.host, images, sha, cold=True))
+
+        med_ours, med_seed = statistics.median(ours), statistics.median(seeds)
+        print(
+            f"repository: {IMAGES} images, {SOURCES_PER_IMAGE + 3} files each; engine {engine.host}"
+        )
+        print(f"first pachhook run --all (builds and pushes all {IMAGES}):  {first:7.2f} s")
+        print(f"pachhook run --all again (all {IMAGES} in the registry):   {noop:7.2f} s")
+        print(f"rounds: {args.rounds}; one commit touches one image; medians (min-max)")
+        print(
+            f"(a) pachhook run --no-deploy --from HEAD~1 (1 image):   {med_ours:7.2f} s"
+            f"  ({min(ours):.2f}-{max(ours):.2f})"
+        )
+        print(
+            f"(b) seed: build + push all {IMAGES} under the commit SHA:  {med_seed:7.2f} s"
+            f"  ({min(seeds):.2f}-{max(seeds):.2f})"
+        )
+        print(f"(b) / (a) = {med_seed / med_ours:.1f}x")
+        if colds:
+            med_cold = statistics.median(colds)
+            print(
+                f"(c) seed without build cache (fresh CI runner):        {med_cold:7.2f} s"
+                f"  ({min(colds):.2f}-{max(colds):.2f})"
+            )
+            print(f"(c) / (a) = {med_cold / med_ours:.1f}x")
+    finally:
+        if registry is not None:
+            registry.stop()
+        if engine is not None:
+            engine.stop()
+        services.remove_tree(root)
+
+
+if __name__ == "__main__":
+    main()

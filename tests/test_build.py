@@ -1,0 +1,665 @@
+"""The Docker half of `pachhook run`, against the real engine and registry (tests/services.py).
+
+Every repository is a real git repository in a temporary folder, driven through the
+real command line (`python -m pachhook`), so what is checked is what a user sees.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+try:  # pytest puts tests/ on sys.path (no tests/__init__.py)
+    import helpers
+    import services
+except ImportError:  # tests/ is a package
+    from tests import helpers, services  # type: ignore[no-redef]
+
+from pachhook.build import (
+    DISK_HINT,
+    LABEL_DIGEST,
+    LABEL_REVISION,
+    LABEL_SOURCE,
+    DockerImages,
+    _CommitFiles,
+    build_failure,
+    push_failure,
+    write_context,
+)
+from pachhook.config import ImageConfig
+from pachhook.errors import PachhookError
+from pachhook.git import Repo
+from pachhook.plan import ImagePlan
+from pachhook.planning import plan_selection
+from pachhook.progress import BuildProgress
+from pachhook.run import ImageResult
+from pachhook.selection import Selection
+
+BASE = services.BASE_IMAGE
+APP_DOCKERFILE = f"FROM {BASE}\nCOPY . /ctx/\nRUN cat /ctx/app.txt > /built.txt\n"
+
+
+# -- set-up -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def docker_env(
+    docker_engine: services.DockerEngine,
+    base_image: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> dict[str, str]:
+    """The environment of the code under test: this engine, an empty Docker config
+    (no credentials from the machine), none of the seed's variables."""
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.host)
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    for name in ("DOCKERHUB_USERNAME", "DOCKERHUB_TOKEN", "DOCKER_IMAGE_TAG", "PACHHOOK_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    return dict(os.environ)
+
+
+@pytest.fixture
+def client(docker_engine: services.DockerEngine) -> Iterator[docker.DockerClient]:
+    c = docker_engine.client()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def image_repo(
+    root: Path,
+    images: dict[str, str],
+    *,
+    files: dict[str, Any] | None = None,
+    extra_config: str = "",
+) -> Path:
+    """A repository with one folder per image (name -> context folder), each holding a
+    Dockerfile that copies its context, an app.txt, and a file its .dockerignore drops."""
+    helpers.init_repo(root)
+    config = [extra_config] if extra_config else []
+    content: dict[str, Any] = {}
+    for name, folder in images.items():
+        config.append(f'[[image]]\nname = "{name}"\ncontext = "{folder}"\n')
+        content[f"{folder}/Dockerfile"] = APP_DOCKERFILE
+        content[f"{folder}/app.txt"] = f"committed {name} {uuid.uuid4().hex}\n"
+        content[f"{folder}/.dockerignore"] = "secret.txt\n"
+        content[f"{folder}/secret.txt"] = "never in the image\n"
+    content["pachhook.toml"] = "\n".join(config)
+    content.update(files or {})
+    helpers.commit(root, "init", content)
+    return root
+
+
+def pachhook(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pachhook", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env if env is not None else dict(os.environ),
+        timeout=300,
+    )
+
+
+def run_json(cwd: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    proc = pachhook(cwd, "run", "--no-deploy", "--json", *args, env=env)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def statuses(result: dict[str, Any]) -> dict[str, str]:
+    return {i["reference"]: i["status"] for i in result["run"]["images"]}
+
+
+def planned_tags(cwd: Path, *args: str) -> dict[str, str]:
+    proc = pachhook(cwd, "plan", "--json", *args)
+    assert proc.returncode == 0, proc.stderr
+    return {i["name"]: i["tag"] for i in json.loads(proc.stdout)["images"]}
+
+
+def in_image(client: docker.DockerClient, reference: str, script: str) -> str:
+    out = client.containers.run(reference, ["sh", "-c", script], remove=True, network_mode="none")
+    return out.decode() if isinstance(out, bytes) else str(out)
+
+
+def registry_path(name: str) -> str:
+    return name.split("/", 1)[1]
+
+
+def image_ids(client: docker.DockerClient) -> set[str]:
+    return {i.id for i in client.images.list(all=True)}
+
+
+# -- building what was committed --------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_commit_is_built_not_the_dirty_working_tree(
+    registry: services.Registry,
+    docker_env: dict[str, str],
+    client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    name = f"{registry.address}/{unique('dirty')}/app"
+    root = image_repo(tmp_path / "repo", {name: "app"})
+    (root / "app" / "run.sh").write_text("#!/bin/sh\necho run\n")
+    (root / "app" / "run.sh").chmod(0o755)
+    (root / "app" / "link").symlink_to("app.txt")
+    head = helpers.commit(root, "exec bit and symlink")
+    committed = (root / "app" / "app.txt").read_text()
+    (root / "app" / "app.txt").write_text("DIRTY, not committed\n")
+    (root / "app" / "untracked.txt").write_text("untracked\n")
+
+    proc = pachhook(root, "run", "--no-deploy", "--all")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    tag = planned_tags(root, "--all")[name]
+    reference = f"{name}:{tag}"
+    assert registry.has_manifest(registry_path(name), tag)
+    assert f"image {reference}: built" in proc.stdout
+
+    assert in_image(client, reference, "cat /ctx/app.txt /built.txt") == committed * 2
+    listing = in_image(client, reference, "ls -a /ctx").split()
+    assert "secret.txt" not in listing  # dropped by the ignore file
+    assert "untracked.txt" not in listing  # not in the commit
+    assert in_image(client, reference, "test -x /ctx/run.sh && readlink /ctx/link") == "app.txt\n"
+
+    labels = client.images.get(reference).labels
+    assert labels[LABEL_REVISION] == head
+    assert labels[LABEL_SOURCE] == str(root)
+    assert labels[LABEL_DIGEST].startswith(tag.removeprefix("ph-"))
+
+
+@pytest.mark.docker
+def test_working_tree_is_built_when_asked(
+    registry: services.Registry,
+    docker_env: dict[str, str],
+    client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    name = f"{registry.address}/{unique('wt')}/app"
+    root = image_repo(tmp_path / "repo", {name: "app"})
+    committed_tag = planned_tags(root, "--all")[name]
+    (root / "app" / "app.txt").write_text("from the working tree\n")
+
+    proc = pachhook(root, "run", "--no-deploy", "--all", "--working-tree")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    tag = planned_tags(root, "--all", "--working-tree")[name]
+    assert tag != committed_tag
+    assert in_image(client, f"{name}:{tag}", "cat /built.txt") == "from the working tree\n"
+    assert registry.tags(registry_path(name)) == [tag]
+
+
+@pytest.mark.docker
+def test_dockerfile_outside_the_context(
+    registry: services.Registry,
+    docker_env: dict[str, str],
+    client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    name = f"{registry.address}/{unique('outside')}/app"
+    root = tmp_path / "repo"
+    helpers.init_repo(root)
+    helpers.commit(
+        root,
+        "init",
+        {
+            "pachhook.toml": f'[[image]]\nname = "{name}"\ncontext = "app"\n'
+            'dockerfile = "../docker/app.Dockerfile"\n',
+            "docker/app.Dockerfile": APP_DOCKERFILE,
+            "app/app.txt": "hello\n",
+        },
+    )
+    proc = pachhook(root, "run", "--no-deploy", "--all")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    tag = planned_tags(root, "--all")[name]
+    # The Dockerfile travels in the context under a hidden name that COPY never sees.
+    assert in_image(client, f"{name}:{tag}", "ls -A /ctx") == "app.txt\n"
+
+
+# -- tags: stable, skipped when present, never reused ----------------------------------------------
+
+
+@pytest.mark.docker
+def test_digest_tags_are_stable_across_clones_and_a_second_run_builds_nothing(
+    registry: services.Registry,
+    docker_env: dict[str, str],
+    client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    prefix = unique("clones")
+    names = {f"{registry.address}/{prefix}/one": "one", f"{registry.address}/{prefix}/two": "two"}
+    origin = image_repo(tmp_path / "origin", names)
+    clones = []
+    for n in (1, 2):
+        clone = tmp_path / f"clone{n}"
+        helpers.git(tmp_path, "clone", "-q", str(origin), str(clone))
+        clones.append(clone)
+    tags = planned_tags(origin, "--all")
+    assert planned_tags(clones[0], "--all") == tags == planned_tags(clones[1], "--all")
+    assert all(tag.startswith("ph-") and len(tag) == 15 for tag in tags.values())
+
+    first = run_json(clones[0], "--all")
+    assert set(statuses(first).values()) == {"built"}
+    before = image_ids(client)
+
+    for repo in (clones[0], clones[1]):  # the same clone again, and another clone
+        again = run_json(repo, "--all")
+        assert set(statuses(again).values()) == {"exists"}, again
+        assert again["run"]["error"] is None
+    assert image_ids(client) == before  # the engine built nothing
+    for name, tag in tags.items():
+        assert registry.tags(registry_path(name)) == [tag]
+
+
+@pytest.mark.docker
+def test_end_to_end_run_no_deploy(
+    registry: services.Registry,
+    docker_env: dict[str, str],
+    client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    """The command a user types, in a repository whose image is `127.0.0.1:PORT/demo/app`:
+    once builds, twice builds nothing, a commit that touches one image rebuilds that one."""
+    app = f"{registry.address}/demo/app"
+    other = f"{registry.address}/demo/{unique('other')}"
+    root = image_repo(
+        tmp_path / "repo",
+        {app: "app", other: "other"},
+        files={"pipelines/app.json": helpers.spec("app", app, "raw")},
+        extra_config="jobs = 2",
+    )
+    first = pachhook(root, "run", "--no-deploy", "--all")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.count(": built in ") == 2
+    assert "pipelines not updated (--no-deploy)" in first.stdout
+
+    second = pachhook(root, "run", "--no-deploy", "--all")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert ": built in " not in second.stdout
+    assert second.stdout.count(": exists in ") == 2
+
+    old = planned_tags(root, "--all")
+    helpers.commit(root, "touch app", {"app/app.txt": "changed\n"})
+    third = pachhook(root, "run", "--no-deploy", "--from", "HEAD~1")
+    assert third.returncode == 0, third.stdout + third.stderr
+    new = planned_tags(root, "--all")
+    assert new[other] == old[other] and new[app] != old[app]
+    assert f"image {app}:{new[app]}: built" in third.stdout
+    assert other not in third.stdout.split("pipelines (upstream first)")[1]
+    assert registry.tags("demo/app") == sorted([old[app], new[app]])
+    assert in_image(client, f"{app}:{new[app]}", "cat /built.txt") == "changed\n"
+
+
+@pytest.mark.docker
+def test_a_tag_that_holds_other_content_is_refused(
+    registry: services.Registry,
+    docker_env: dict[str, str],
+    client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    name = f"{registry.address}/{unique('taken')}/app"
+    root = image_repo(tmp_path / "repo", {name: "app"})
+    tag = planned_tags(root, "--all")[name]
+    # Someone else's image under the very tag pachhook would push.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "Dockerfile").write_text(f"FROM {BASE}\nRUN echo other > /other\n")
+    client.images.build(path=str(tmp_path / "other"), tag=f"{name}:{tag}", rm=True)
+    for chunk in client.api.push(name, tag=tag, stream=True, decode=True):
+        assert "error" not in chunk, chunk
+    digest = registry.manifest_digest(registry_path(name), tag)
+
+    proc = pachhook(root, "run", "--no-deploy", "--all")
+    assert proc.returncode == 1
+    assert f"already has tag {tag} for other content" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert registry.manifest_digest(registry_path(name), tag) == digest  # not overwritten
+
+
+@pytest.mark.docker
+def test_git_sha_policy_tags_with_the_last_commit_touching_the_image(
+    registry: services.Registry, docker_env: dict[str, str], tmp_path: Path
+) -> None:
+    name = f"{registry.address}/{unique('sha')}/app"
+    root = image_repo(tmp_path / "repo", {name: "app"}, extra_config='tag_policy = "git-sha"')
+    touching = helpers.git(root, "rev-parse", "HEAD")
+    helpers.commit(root, "docs only", {"README.md": "not an input\n"})
+    assert planned_tags(root, "--all")[name] == touching
+
+    proc = pachhook(root, "run", "--no-deploy", "--all")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert registry.tags(registry_path(name)) == [touching]
+
+
+# -- failures: one line, a hint, exit 1, nothing unverified pushed ---------------------------------
+
+
+@pytest.mark.docker
+def test_failing_step_is_named_and_its_log_kept(
+    registry: services.Registry, docker_env: dict[str, str], tmp_path: Path
+) -> None:
+    name = f"{registry.address}/{unique('fails')}/app"
+    root = image_repo(
+        tmp_path / "repo",
+        {name: "app"},
+        files={
+            "app/Dockerfile": f"FROM {BASE}\nCOPY app.txt /\nRUN echo marker-before-failure && false\n"
+        },
+    )
+    proc = pachhook(root, "run", "--no-deploy", "--all")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    failure = next(line for line in proc.stdout.splitlines() if ": failed in " in line)
+    assert "build failed at step 3/6 (RUN echo marker-before-failure && false)" in failure
+    assert "returned a non-zero code: 1" in failure
+    # The end of the log is shown, and the whole log kept in the ledger's folder.
+    assert "  marker-before-failure" in proc.stderr
+    logs = list((root / ".git" / "pachhook" / "logs").glob("*.log"))
+    assert len(logs) == 1 and "marker-before-failure" in logs[0].read_text()
+    assert f"full build log: {logs[0]}" in proc.stdout
+    entry = json.loads((root / ".git" / "pachhook" / "runs.jsonl").read_text().splitlines()[-1])
+    assert entry["images"][0]["status"] == "failed"
+    assert entry["images"][0]["log_path"] == str(logs[0])
+    assert registry.tags(registry_path(name)) == []
+
+
+@pytest.mark.docker
+def test_registry_on_a_closed_port(docker_env: dict[str, str], tmp_path: Path) -> None:
+    name = f"127.0.0.1:{services.free_port()}/demo/app"
+    root = image_repo(tmp_path / "repo", {name: "app"})
+    proc = pachhook(root, "run", "--no-deploy", "--all")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "unreachable (connection refused); check that it is running" in proc.stdout
+
+
+@pytest.mark.docker
+def test_engine_unreachable(
+    registry: services.Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    name = f"{registry.address}/{unique('noengine')}/app"
+    root = image_repo(tmp_path / "repo", {name: "app"})
+    proc = pachhook(root, "run", "--no-deploy", "--all")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert (
+        f"Docker engine at unix://{tmp_path}/no-engine.sock unreachable (no socket there); "
+        "is dockerd running? check DOCKER_HOST" in proc.stdout
+    )
+
+
+@pytest.mark.docker
+def test_htpasswd_registry_wrong_then_right_credentials_and_no_token_anywhere(
+    auth_registry: Callable[[str, str], services.Registry],
+    docker_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    token = "tok-" + uuid.uuid4().hex
+    wrong = "wrong-" + uuid.uuid4().hex
+    reg = auth_registry("pachhook", token)
+    name = f"{reg.address}/{unique('auth')}/app"
+    root = image_repo(tmp_path / "repo", {name: "app"})
+    outputs = []
+
+    anonymous = pachhook(root, "run", "--no-deploy", "--all")
+    assert anonymous.returncode == 1
+    assert f"registry {reg.address} asks for credentials" in anonymous.stdout
+
+    env = {**docker_env, "DOCKERHUB_USERNAME": "pachhook", "DOCKERHUB_TOKEN": wrong}
+    refused = pachhook(root, "run", "--no-deploy", "--all", env=env)
+    assert refused.returncode == 1
+    assert f"registry {reg.address} refused the credentials" in refused.stdout
+    assert "DOCKERHUB_USERNAME and DOCKERHUB_TOKEN" in refused.stdout
+    outputs += [refused.stdout, refused.stderr]
+
+    env["DOCKERHUB_TOKEN"] = token
+    accepted = pachhook(root, "run", "--no-deploy", "--all", env=env)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    tag = planned_tags(root, "--all")[name]
+    assert reg.has_manifest(registry_path(name), tag)
+    again = pachhook(root, "run", "--no-deploy", "--all", "--json", env=env)
+    assert {i["status"] for i in json.loads(again.stdout)["run"]["images"]} == {"exists"}
+    outputs += [accepted.stdout, accepted.stderr, again.stdout, again.stderr]
+
+    state = root / ".git" / "pachhook"
+    outputs += [p.read_text(errors="replace") for p in state.rglob("*") if p.is_file()]
+    for secret in (token, wrong):
+        assert not any(secret in text for text in outputs)
+
+
+@pytest.mark.docker
+def test_push_errors_inside_the_stream_are_caught(
+    auth_registry: Callable[[str, str], services.Registry],
+    docker_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """`exists` is skipped here, so the engine itself meets the refusal, in the middle of
+    a push stream whose HTTP status is 200."""
+    token = "tok-" + uuid.uuid4().hex
+    reg = auth_registry("pachhook", token)
+    name = f"{reg.address}/{unique('stream')}/app"
+    root = image_repo(tmp_path / "repo", {name: "app"})
+    env = {**docker_env, "DOCKERHUB_USERNAME": "pachhook", "DOCKERHUB_TOKEN": "not-" + token}
+    repo = Repo.discover(root)
+    planned = plan_selection(repo, Selection(everything=True), env)
+    assert planned.workspace is not None
+    lines: list[str] = []
+    images = DockerImages.from_environment(
+        repo, planned.workspace.config, env, progress=lines.append
+    )
+    result = images.build(planned.plan.images[0], planned.resolved.source, push=True)
+    assert result.status == "failed"
+    assert result.error is not None and result.error.startswith(
+        f"push refused: registry {reg.address} refused the credentials"
+    )
+    assert not reg.has_manifest(registry_path(name), planned.plan.images[0].tag or "")
+    assert not any(token in line for line in [*lines, result.error])
+
+
+# -- pieces without the engine ---------------------------------------------------------------------
+
+
+def test_context_tar_from_a_commit(tmp_path: Path) -> None:
+    root = helpers.init_repo(tmp_path / "repo")
+    helpers.commit(
+        root,
+        "init",
+        {
+            "ctx/Dockerfile": "FROM scratch\n",
+            "ctx/.dockerignore": "Dockerfile\n*.log\n!keep.log\n",
+            "ctx/a/b.txt": "b\n",
+            "ctx/drop.log": "x\n",
+            "ctx/keep.log": "k\n",
+            "ctx/tool.sh": "#!/bin/sh\n",
+            "elsewhere.txt": "not in the context\n",
+        },
+    )
+    (root / "ctx" / "tool.sh").chmod(0o755)
+    (root / "ctx" / "ln").symlink_to("a/b.txt")
+    head = helpers.commit(root, "mode and link")
+    (root / "ctx" / "a" / "b.txt").write_text("dirty\n")
+
+    files = _CommitFiles(root, head, ImageConfig(name="x/y", context="ctx"))
+    out = io.BytesIO()
+    try:
+        context = write_context(files, out)
+    finally:
+        files.close()
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert sorted(members) == [
+            ".dockerignore",
+            "Dockerfile",  # sent even though the ignore file names it
+            "a",
+            "a/b.txt",
+            "keep.log",
+            "ln",
+            "tool.sh",
+        ]
+        reader = tar.extractfile(members["a/b.txt"])
+        assert reader is not None and reader.read() == b"b\n"  # the commit, not the dirty file
+        assert members["tool.sh"].mode == 0o755 and members["a/b.txt"].mode == 0o644
+        assert members["ln"].issym() and members["ln"].linkname == "a/b.txt"
+        assert {m.uid for m in members.values()} == {0}
+    assert context.dockerfile == "Dockerfile"
+
+
+def test_disk_full_and_push_errors_are_one_line_with_a_hint() -> None:
+    full = build_failure(
+        ("4/6", "RUN make"),
+        "The command '/bin/sh -c make' returned a non-zero code: 1",
+        ["dd: write error: No space left on device"],
+    )
+    assert (
+        full
+        == f"build ran out of disk space at step 4/6 (RUN make) (no space left on device); {DISK_HINT}"
+    )
+    engine = build_failure(None, "write /var/lib/docker/tmp/x: no space left on device")
+    assert "no space left on device" in engine and DISK_HINT in engine
+    multi = build_failure(("2/2", "RUN x"), "line one\nline two")
+    assert "\n" not in multi and "line one line two" in multi
+    cases = {
+        "unauthorized: authentication required": "push refused: registry r:5000 refused the credentials",
+        "denied: requested access to the resource is denied": "push refused",
+        'Get "https://r:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused': "registry r:5000 unreachable",
+        "http: server gave HTTP response to HTTPS client": "insecure-registries",
+        "blob upload unknown": "push failed: blob upload unknown; check registry r:5000",
+        "write: no space left on device": "out of disk space",
+    }
+    for error, expected in cases.items():
+        message = push_failure("r:5000", error, True).message
+        assert expected in message and "\n" not in message
+
+
+def test_floating_tag_latest_is_refused() -> None:
+    from pachhook.build import _checked_tag
+    from pachhook.workspace import ImageState
+
+    state = ImageState(ImageConfig(name="x/y"), (), (), "0" * 64, "latest")
+    with pytest.raises(PachhookError, match="refusing the floating tag 'latest'"):
+        _checked_tag(ImagePlan(state, "x/y", "build", (), "latest"))
+
+
+def test_plain_progress_is_timestamped_lines() -> None:
+    lines: list[str] = []
+    progress = BuildProgress(lines.append, clock=lambda: 0.0)
+    progress.stage("r/x:ph-1", "sending context")
+    progress.stage("r/x:ph-1", "building")
+    progress.step("r/x:ph-1", 3, 7, "RUN   pip install\n -r requirements.txt")
+    progress.output("r/x:ph-1", "Collecting things")  # build output stays in the log
+    progress.finished(ImageResult("r/x", "r/x:ph-1", "built", 1.25))
+    progress.finished(
+        ImageResult("r/x", "r/x:ph-2", "failed", 2.0, "build failed at step 1/1", "/l.log"),
+        ["line a", "line b"],
+    )
+    progress.close()
+    stamp = lines[0].split()[0]
+    assert len(stamp) == 8 and stamp.count(":") == 2
+    assert [line[9:] if line[:2].isdigit() else line for line in lines] == [
+        "r/x:ph-1 sending context",
+        "r/x:ph-1 step 3/7 RUN pip install -r requirements.txt",
+        "r/x:ph-1 built in 1.2s",
+        "r/x:ph-2 failed in 2.0s: build failed at step 1/1",
+        "--- last 2 lines of the build log of r/x:ph-2 ---",
+        "  line a",
+        "  line b",
+        "--- full log: /l.log ---",
+    ]
+
+
+def test_live_progress_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = BuildProgress.for_run(lambda line: None, interactive=True, stream=screen)
+    assert progress.live
+    progress.step("reg/app:ph-1", 2, 5, "COPY . /app")
+    progress.message("a line above the live rows")
+    result = ImageResult("reg/app", "reg/app:ph-1", "built", 3.0)
+    progress.finished(result)
+    progress.close()
+    progress.summary([result])
+    shown = screen.getvalue()
+    assert "a line above the live rows" in shown
+    assert "reg/app:ph-1" in shown and "built" in shown and "3.0s" in shown
+    assert not BuildProgress.for_run(lambda line: None, interactive=False, stream=screen).live
+    assert not BuildProgress.for_run(lambda line: None, interactive=True, stream=io.StringIO()).live
+
+
+@pytest.mark.docker
+def test_disk_full_is_one_line_with_a_hint(
+    registry: services.Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An engine whose data root is a 48 MB tmpfs: a context that does not fit, then a RUN
+    step that fills the disk."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for the engine needs root")
+    root = services.short_tempdir("full-")
+    small = root / "small"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(small)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        services.remove_tree(root)
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    engine = None
+    try:
+        engine = services.start_docker_engine(small / "engine")
+        services.ensure_base_image(engine)
+        monkeypatch.setenv("DOCKER_HOST", engine.host)
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+        name = f"{registry.address}/{unique('full')}/app"
+        repo = image_repo(
+            tmp_path / "repo",
+            {name: "app"},
+            files={
+                "app/Dockerfile": f"FROM {BASE}\nCOPY big.bin /\n",
+                "app/big.bin": os.urandom(60 << 20),
+            },
+        )
+        too_big = pachhook(repo, "run", "--no-deploy", "--all")
+        assert too_big.returncode == 1 and "Traceback" not in too_big.stderr
+        assert (
+            f"build ran out of disk space (no space left on device); {DISK_HINT}" in too_big.stdout
+        )
+
+        helpers.git(repo, "rm", "-q", "app/big.bin")
+        helpers.commit(
+            repo,
+            "fill the disk in a RUN step",
+            {"app/Dockerfile": f"FROM {BASE}\nRUN dd if=/dev/zero of=/fill bs=1M count=80\n"},
+        )
+        filled = pachhook(repo, "run", "--no-deploy", "--all")
+        assert filled.returncode == 1 and "Traceback" not in filled.stderr
+        assert "build ran out of disk space at step 2/5 (RUN dd if=/dev/zero" in filled.stdout
+        assert "No space left on device" in filled.stderr  # the end of the log is shown
+        assert registry.tags(registry_path(name)) == []
+    finally:
+        if engine is not None:
+            engine.stop()
+        services.remove_tree(root)  # unmounts the tmpfs first
