@@ -1,60 +1,46 @@
-"""The Docker engine and the registry: build a context, push the tag, verify it.
+"""Building and pushing with the Docker engine: build a context, push the tag, verify it.
 
-`DockerImages` implements the executor's `Images`: `exists` asks the registry
-(its HTTP API, not the engine) whether the tag is there and holds our content;
-`build` streams the build context to the engine, pushes, and checks that the
-registry serves the manifest that was pushed. Only then is an image "built".
+`DockerImages` implements the executor's `Images`: `exists` asks the registry (registry.py)
+whether the tag is there and holds our content; `build` streams the build context
+(context.py) to the engine, pushes, and checks that the registry serves the manifest that
+was pushed. Only then is an image "built".
 
-The build context comes from the source the plan was made from: for a commit,
-the files of its tree (through GitPython's object streams, with git's modes),
-never the working tree; for the working tree, the files on disk. Either way the
-context's ignore file filters it, as Docker's CLI would.
+A tag found to hold our content is remembered (manifest digest -> input digest) under the
+state dir, so later runs check it with one HEAD request.
 
-The registry is asked over its HTTP API with urllib, not through the engine
-(`inspect_distribution`): the engine's answer holds no image config, so it cannot
-tell our content from someone else's under the same tag, and it folds "no such
-tag" and "not allowed" into one error. A tag found to hold our content is
-remembered (manifest digest -> input digest) under the state dir, so later runs
-check it with one HEAD request.
-
-docker-py is imported here and only here, and only when an engine or Docker's
-credential store is needed: runs whose images are all in the registry never load it.
+docker-py is imported here, and in credentials.py for Docker's credential store, and only
+when an engine or that store is needed: runs whose images are all in the registry never
+load it.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
-import hashlib
-import http.client
-import io
-import ipaddress
 import json
 import os
-import posixpath
 import re
-import ssl
-import tarfile
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from pachhook import ledger
-from pachhook.config import Config, ImageConfig, normalize_repository
-from pachhook.dockerignore import IGNORE_FILE, IgnoreMatcher, compile_ignore
-from pachhook.errors import PachhookError
+from pachhook.config import Config
+from pachhook.context import context_files, write_context
+from pachhook.credentials import (
+    Credentials,
+    docker_config_credentials,
+    environment_credentials,
+)
+from pachhook.errors import PachhookError, one_line
 from pachhook.git import Repo
 from pachhook.plan import ImagePlan
 from pachhook.progress import TAIL_LINES, BuildProgress
+from pachhook.registry import DOCKER_HUB, Registry, split_name
 from pachhook.run import ImageResult
 from pachhook.source import CommitSource, Source
 from pachhook.workspace import ImageState
@@ -67,19 +53,8 @@ LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_SOURCE = "org.opencontainers.image.source"
 
 FLOATING_TAGS = frozenset({"latest"})
-MANIFEST_TYPES = (
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-)
-INDEX_TYPES = frozenset(MANIFEST_TYPES[1::2])
-
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 ENGINE_TIMEOUT = 300  # seconds without a byte from the engine before a call gives up
-REGISTRY_TIMEOUT = 30
 VERIFIED_TAGS = "verified-tags.json"  # under the state dir: tags whose content was checked
 VERIFIED_TAGS_KEPT = 2000  # the most recent; an older tag is simply checked in full again
 
@@ -87,544 +62,6 @@ ENGINE_HINT = "is dockerd running? check DOCKER_HOST"
 DISK_FULL = "no space left on device"
 DISK_HINT = "free space on the engine's disk (docker system prune) and run again"
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-
-
-# -- credentials ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Registry credentials. Secrets are kept out of repr: an exception or a log line that
-    shows this object shows no secret."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    identity_token: str | None = field(default=None, repr=False)
-    from_docker_config: bool = False
-
-    def auth_config(self) -> dict[str, str]:
-        """docker-py's `auth_config` form."""
-        if self.identity_token:
-            return {"identitytoken": self.identity_token}
-        return {"username": self.username or "", "password": self.password or ""}
-
-    def basic(self) -> str | None:
-        if self.username is None or self.identity_token:
-            return None
-        raw = f"{self.username}:{self.password or ''}".encode()
-        return "Basic " + base64.b64encode(raw).decode()
-
-
-def docker_config_credentials(registry: str, env: Mapping[str, str]) -> Credentials | None:
-    """Docker's own config (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`) and its
-    credential helpers, as `docker login` left them."""
-    import docker.auth
-    import docker.errors
-
-    folder = env.get("DOCKER_CONFIG")
-    path = os.path.join(folder, "config.json") if folder else None
-    try:
-        found = docker.auth.load_config(path).resolve_authconfig(registry)
-    except docker.errors.DockerException as exc:
-        # The store's own error text names the helper; it carries no secret.
-        raise PachhookError(
-            f"Docker's credential store failed for {registry} ({_one_line(str(exc), 160)}); "
-            f"run docker login {registry} again or fix credsStore in Docker's config.json"
-        ) from None
-    if not found:
-        return None
-    values = {str(k).lower(): v for k, v in found.items()}
-    if values.get("identitytoken"):
-        return Credentials(identity_token=values["identitytoken"], from_docker_config=True)
-    if values.get("username"):
-        return Credentials(values["username"], values.get("password"), from_docker_config=True)
-    return None
-
-
-def environment_credentials(env: Mapping[str, str]) -> Credentials | None:
-    """The seed's variables, for any registry that Docker's config has no entry for."""
-    username = env.get("DOCKERHUB_USERNAME", "").strip()
-    token = env.get("DOCKERHUB_TOKEN", "")
-    return Credentials(username, token) if username and token else None
-
-
-# -- the registry's HTTP API ----------------------------------------------------------------
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """(registry host, repository path) of an image name, with Docker's defaults."""
-    host, _, path = normalize_repository(name).partition("/")
-    return host, path
-
-
-def is_loopback(host: str) -> bool:
-    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    bare = bare.strip("[]")
-    if bare == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(bare).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
-class RegistryError(PachhookError):
-    """The registry could not be asked, or refused us."""
-
-
-class Registry:
-    """One registry's HTTP API (distribution v2) over urllib, with Docker's auth dance:
-    anonymous first, then what `WWW-Authenticate` asks for (a bearer token from the
-    realm it names, or basic auth). Thread-safe: tokens are cached under a lock."""
-
-    def __init__(self, host: str, credentials: Callable[[], Credentials | None]) -> None:
-        self.host = host
-        self.api_host = DOCKER_HUB_API if host == DOCKER_HUB else host
-        self._credentials = credentials
-        self._lock = threading.Lock()
-        self._tokens: dict[str, str] = {}  # scope -> Authorization header value
-        self._scheme: str | None = None
-        proxies: dict[str, str] | None = {} if is_loopback(host) else None
-        # Loopback registries are never reached through a proxy from the environment.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
-
-    # - requests -
-
-    def request(self, method: str, path: str, *, scope: str, accept: str | None = None) -> Response:
-        with self._lock:
-            auth = self._tokens.get(scope)
-        response = self._send(method, path, accept, auth)
-        if response.status != 401:
-            return response
-        challenge = response.headers.get("Www-Authenticate") or response.headers.get(
-            "WWW-Authenticate", ""
-        )
-        auth = self._authorize(challenge, scope)
-        if auth is None:
-            return response
-        with self._lock:
-            self._tokens[scope] = auth
-        return self._send(method, path, accept, auth)
-
-    def _send(self, method: str, path: str, accept: str | None, auth: str | None) -> Response:
-        schemes = [self._scheme] if self._scheme else ["https", "http"]
-        for scheme in schemes:
-            try:
-                response = self._open(method, f"{scheme}://{self.api_host}{path}", accept, auth)
-            except _TLSRefused:
-                # Docker talks plain HTTP to loopback registries after TLS fails, and so do we.
-                if scheme == "https" and len(schemes) > 1 and is_loopback(self.host):
-                    continue
-                raise RegistryError(
-                    f"registry {self.host}: the TLS handshake failed; serve it over TLS (only "
-                    "loopback registries are spoken to over plain HTTP, as Docker does)"
-                ) from None
-            self._scheme = scheme
-            return response
-        raise AssertionError("unreachable")
-
-    def _open(
-        self,
-        method: str,
-        url: str,
-        accept: str | None,
-        auth: str | None,
-        data: bytes | None = None,
-    ) -> Response:
-        req = urllib.request.Request(url, method=method, data=data)
-        req.add_header("User-Agent", "pachhook")
-        if accept:
-            req.add_header("Accept", accept)
-        if auth:
-            # Unredirected: a blob redirect to object storage must not carry the token.
-            req.add_unredirected_header("Authorization", auth)
-        try:
-            with self._opener.open(req, timeout=REGISTRY_TIMEOUT) as resp:
-                return Response(resp.status, dict(resp.headers.items()), resp.read())
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return Response(exc.code, dict(exc.headers.items()), exc.read(4096))
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ssl.SSLError):
-                raise _TLSRefused from None
-            raise self._unreachable(_reason(exc.reason)) from None
-        except (ssl.SSLError, ConnectionResetError, http.client.BadStatusLine):
-            raise _TLSRefused from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise self._unreachable(_reason(exc)) from None
-
-    def _unreachable(self, why: str) -> RegistryError:
-        return RegistryError(
-            f"registry {self.host} unreachable ({why}); check that it is running and "
-            "reachable, and the image name in the configuration"
-        )
-
-    def _authorize(self, challenge: str, scope: str) -> str | None:
-        kind, _, rest = challenge.partition(" ")
-        params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
-        creds = self._credentials()
-        if kind.lower() == "basic":
-            return creds.basic() if creds else None
-        if kind.lower() != "bearer" or "realm" not in params:
-            return None
-        query = {"service": params.get("service", ""), "scope": scope}
-        realm = params["realm"]
-        data = None
-        auth = None
-        if creds and creds.identity_token:
-            form = {**query, "grant_type": "refresh_token", "client_id": "pachhook"}
-            form["refresh_token"] = creds.identity_token
-            data = urllib.parse.urlencode(form).encode()
-        else:
-            realm += ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
-            auth = creds.basic() if creds else None
-        try:
-            response = self._open("POST" if data else "GET", realm, None, auth, data)
-        except _TLSRefused:
-            raise RegistryError(
-                f"registry {self.host}: its token service {_without_query(realm)} does not "
-                "speak TLS; fix the registry's auth realm"
-            ) from None
-        if response.status in (401, 403):
-            raise unauthorized(self.host, "read", creds is not None)
-        if response.status != 200:
-            return None
-        try:
-            answer = json.loads(response.body)
-        except ValueError:
-            return None
-        token = answer.get("token") or answer.get("access_token")
-        return f"Bearer {token}" if token else None
-
-    # - what pachhook asks -
-
-    def manifest_digest(self, path: str, tag: str) -> str | None:
-        """The digest of the manifest the registry serves for `path:tag`; None when there is
-        none; "" when the registry does not say."""
-        response = self._checked(
-            "HEAD", f"/v2/{path}/manifests/{tag}", path, accept=", ".join(MANIFEST_TYPES)
-        )
-        if response is None:
-            return None
-        return response.headers.get("Docker-Content-Digest", "")
-
-    def labels(self, path: str, tag: str, platform: str | None) -> dict[str, str] | None:
-        """The labels of the image config behind `path:tag`; None when there is no such tag."""
-        accept = ", ".join(MANIFEST_TYPES)
-        response = self._checked("GET", f"/v2/{path}/manifests/{tag}", path, accept=accept)
-        if response is None:
-            return None
-        manifest = _json(response.body)
-        media = manifest.get("mediaType") or response.headers.get("Content-Type", "")
-        if media in INDEX_TYPES or "manifests" in manifest:
-            chosen = _pick_platform(manifest.get("manifests") or [], platform)
-            if chosen is None:
-                return {}
-            inner = self._checked("GET", f"/v2/{path}/manifests/{chosen}", path, accept=accept)
-            manifest = _json(inner.body) if inner else {}
-        config = (manifest.get("config") or {}).get("digest")
-        if not config:
-            return {}
-        blob = self._checked("GET", f"/v2/{path}/blobs/{config}", path)
-        image = _json(blob.body) if blob else {}
-        return dict((image.get("config") or {}).get("Labels") or {})
-
-    def _checked(
-        self, method: str, url_path: str, path: str, accept: str | None = None
-    ) -> Response | None:
-        response = self.request(method, url_path, scope=f"repository:{path}:pull", accept=accept)
-        if response.status == 404:
-            return None
-        if response.status in (401, 403):
-            raise unauthorized(self.host, "read", self._credentials() is not None)
-        if response.status >= 300:
-            detail = _one_line(response.body.decode(errors="replace"), 160) or "no detail"
-            raise RegistryError(
-                f"registry {self.host} answered {response.status} for {path} ({detail}); "
-                "check the registry and try again"
-            )
-        return response
-
-
-class _TLSRefused(Exception):
-    """A TLS handshake failed: the server may speak plain HTTP."""
-
-
-def unauthorized(host: str, action: str, had_credentials: bool) -> RegistryError:
-    what = "refused the credentials" if had_credentials else "asks for credentials"
-    return RegistryError(
-        f"registry {host} {what} to {action} images (unauthorized or denied); "
-        f"run docker login {host}, or set DOCKERHUB_USERNAME and DOCKERHUB_TOKEN"
-    )
-
-
-def _pick_platform(entries: list[dict[str, Any]], platform: str | None) -> str | None:
-    if not entries:
-        return None
-    if platform:
-        wanted = platform.split("/")
-        for entry in entries:
-            p = entry.get("platform") or {}
-            have = [p.get("os", ""), p.get("architecture", ""), p.get("variant", "")]
-            if have[: len(wanted)] == wanted:
-                return str(entry.get("digest"))
-    return str(entries[0].get("digest"))
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _reason(exc: object) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = getattr(exc, "strerror", None) or str(exc)
-    return _one_line(text, 120)
-
-
-def _without_query(url: str) -> str:
-    return url.split("?", 1)[0]
-
-
-# -- the build context -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Context:
-    """A build context as a tar file, and the Dockerfile's name inside it."""
-
-    file: IO[bytes]
-    dockerfile: str
-    files: int
-
-
-def _inside(path: str, folder: str) -> str | None:
-    """`path` relative to `folder` (both repository-relative), or None when outside."""
-    if folder == ".":
-        return path
-    return path[len(folder) + 1 :] if path.startswith(folder + "/") else None
-
-
-def hidden_dockerfile_name(image: ImageConfig) -> str:
-    """Where a Dockerfile from outside its context goes in the tar (as Docker's CLI does,
-    a dot name that the ignore file then hides from COPY)."""
-    return ".pachhook-dockerfile-" + hashlib.sha256(image.dockerfile_path.encode()).hexdigest()[:12]
-
-
-class _TarWriter:
-    """Writes files with git's modes, parents first, owned by root."""
-
-    def __init__(self, out: IO[bytes], mtime: float) -> None:
-        self.tar = tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
-        self.mtime = int(mtime)
-        self.dirs: set[str] = set()
-        self.files = 0
-
-    def _info(self, name: str) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.mtime = self.mtime
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        return info
-
-    def _parents(self, path: str) -> None:
-        parent = posixpath.dirname(path)
-        if not parent or parent in self.dirs:
-            return
-        self._parents(parent)
-        info = self._info(parent)
-        info.type = tarfile.DIRTYPE
-        info.mode = 0o755
-        self.tar.addfile(info)
-        self.dirs.add(parent)
-
-    def add(self, path: str, git_mode: int, size: int, data: IO[bytes]) -> None:
-        self._parents(path)
-        info = self._info(path)
-        if git_mode == 0o120000:
-            info.type = tarfile.SYMTYPE
-            info.linkname = os.fsdecode(data.read(size))
-            info.mode = 0o777
-            self.tar.addfile(info)
-        else:
-            info.mode = 0o755 if git_mode & 0o111 else 0o644
-            info.size = size
-            self.tar.addfile(info, data)
-        self.files += 1
-
-    def add_bytes(self, path: str, content: bytes) -> None:
-        self.add(path, 0o100644, len(content), io.BytesIO(content))
-
-    def close(self) -> None:
-        self.tar.close()
-
-
-class _ContextFiles:
-    """The files a source holds for one image: listing, reading, and the ignore file."""
-
-    image: ImageConfig
-    mtime: float
-
-    def files(self) -> Iterator[str]:
-        """Repository-relative paths of the files inside the context, sorted."""
-        raise NotImplementedError
-
-    def open(self, path: str) -> tuple[int, int, IO[bytes]]:
-        """(git mode, size, stream) of a repository-relative file."""
-        raise NotImplementedError
-
-    def read(self, path: str) -> bytes | None:
-        try:
-            mode, size, stream = self.open(path)
-        except (KeyError, FileNotFoundError, NotADirectoryError):
-            return None
-        return stream.read(size)
-
-    def close(self) -> None:
-        """Release helper processes."""
-
-
-class _CommitFiles(_ContextFiles):
-    """A commit's tree through GitPython: a repository object (and its cat-file processes)
-    per build, so concurrent builds never share a stream."""
-
-    def __init__(self, root: Path, commit: str, image: ImageConfig) -> None:
-        import git as gitpython
-
-        self.image = image
-        try:
-            self._repo = gitpython.Repo(root)
-            commit_object = self._repo.commit(commit)
-        except (gitpython.GitError, ValueError) as exc:
-            raise PachhookError(
-                f"git: cannot read commit {commit[:12]} in {root} ({_one_line(str(exc), 120)}); "
-                "fetch it or check the repository"
-            ) from None
-        self.commit = commit
-        self.tree = commit_object.tree
-        self.mtime = float(commit_object.committed_date)
-
-    def files(self) -> Iterator[str]:
-        context = self.image.context
-        try:
-            top = self.tree if context == "." else self.tree / context
-        except KeyError:
-            return iter(())
-        if top.type != "tree":
-            return iter(())
-        found = (getattr(item, "path", "") for item in top.traverse() if _is_blob(item))
-        return iter(sorted(str(path) for path in found))
-
-    def open(self, path: str) -> tuple[int, int, IO[bytes]]:
-        import git as gitpython
-        import gitdb.exc
-
-        blob = self.tree / path
-        if blob.type != "blob":
-            raise KeyError(path)
-        try:
-            stream = blob.data_stream
-        except (gitpython.GitError, gitdb.exc.ODBError, ValueError) as exc:
-            # A partial or shallow clone can lack the blob itself.
-            raise PachhookError(
-                f"git: cannot read {path} of commit {self.commit[:12]} "
-                f"({_one_line(str(exc), 120)}); fetch the missing objects and run again"
-            ) from None
-        return int(blob.mode), int(stream.size), stream
-
-
-def _is_blob(item: object) -> bool:
-    # Submodules (commits in the tree) have no content to send.
-    return getattr(item, "type", "") == "blob"
-
-    def close(self) -> None:
-        self._repo.close()
-
-
-class _WorkingTreeFiles(_ContextFiles):
-    """The working tree: the files git lists (tracked and untracked, not git-ignored),
-    which are also the files the input digest was computed from."""
-
-    def __init__(self, source: Source, root: Path, image: ImageConfig) -> None:
-        self.image = image
-        self.source = source
-        self.root = root
-        self.mtime = time.time()
-
-    def files(self) -> Iterator[str]:
-        context = self.image.context
-        return (p for p in self.source.paths if _inside(p, context) is not None)
-
-    def open(self, path: str) -> tuple[int, int, IO[bytes]]:
-        full = self.root / path
-        info = full.lstat()
-        if os.path.islink(full):
-            target = os.fsencode(os.readlink(full))
-            return 0o120000, len(target), io.BytesIO(target)
-        mode = 0o100755 if info.st_mode & 0o100 else 0o100644
-        return mode, info.st_size, open(full, "rb")  # noqa: SIM115 - closed by the tar loop
-
-
-def write_context(files: _ContextFiles, out: IO[bytes]) -> Context:
-    """Write the image's context as a tar to `out`: the files the ignore file lets through,
-    plus, always, the Dockerfile and the ignore file."""
-    image = files.image
-    context = image.context
-    ignore_path = IGNORE_FILE if context == "." else f"{context}/{IGNORE_FILE}"
-    ignore_text = files.read(ignore_path)
-    matcher: IgnoreMatcher | None = (
-        compile_ignore(ignore_text.decode("utf-8", errors="replace"), ignore_path)
-        if ignore_text is not None
-        else None
-    )
-    inner_dockerfile = _inside(image.dockerfile_path, context)
-    hidden = None if inner_dockerfile is not None else hidden_dockerfile_name(image)
-    writer = _TarWriter(out, files.mtime)
-    for path in files.files():
-        relative = _inside(path, context)
-        if relative is None or relative == IGNORE_FILE:
-            continue
-        if matcher and relative != inner_dockerfile and matcher.excluded(relative):
-            continue
-        mode, size, stream = files.open(path)
-        try:
-            writer.add(relative, mode, size, stream)
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-    if hidden is not None:
-        data = files.read(image.dockerfile_path)
-        if data is None:
-            raise PachhookError(
-                f"{image.dockerfile_path}: the Dockerfile of {image.name} is missing from the "
-                "source; commit it or fix image.dockerfile"
-            )
-        writer.add_bytes(hidden, data)
-    if hidden is not None:
-        # After reading the Dockerfile the engine removes the Dockerfile and the ignore file
-        # from the context when the ignore file names them: naming the hidden Dockerfile keeps
-        # it out of COPY . (as Docker's CLI does); an ignore file made up here goes too.
-        made_up = b"" if ignore_text is not None else f"{IGNORE_FILE}\n".encode()
-        writer.add_bytes(IGNORE_FILE, (ignore_text or made_up) + f"\n{hidden}\n".encode())
-    elif ignore_text is not None:
-        writer.add_bytes(IGNORE_FILE, ignore_text)
-    writer.close()
-    out.seek(0)
-    return Context(out, inner_dockerfile or hidden or "Dockerfile", writer.files)
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -782,11 +219,7 @@ class DockerImages:
 
         reference = image.reference or image.name
         cfg = state.config
-        files: _ContextFiles
-        if isinstance(source, CommitSource):
-            files = _CommitFiles(self.repo.root, source.commit, cfg)
-        else:
-            files = _WorkingTreeFiles(source, self.repo.root, cfg)
+        files = context_files(self.repo.root, source, cfg)
         revision = source.commit if isinstance(source, CommitSource) else _worktree_revision(source)
         labels = {
             LABEL_REVISION: revision,
@@ -1036,16 +469,16 @@ def floating_tag(host: str, tag: str, found: str | None, wanted: str, policy: st
 def build_failure(step: tuple[str, str] | None, error: str, output: Sequence[str] = ()) -> str:
     """The image is not named: the message is shown beside it. `output`: the build's last
     lines, where a RUN step that filled the disk says so (its own error only gives a code)."""
-    where = f" at step {step[0]} ({_one_line(step[1], 60)})" if step else ""
+    where = f" at step {step[0]} ({one_line(step[1], 60)})" if step else ""
     if any(DISK_FULL in text.lower() for text in (error, *output)):
         return f"build ran out of disk space{where} (no space left on device); {DISK_HINT}"
-    return f"build failed{where}: {_one_line(error, 240)}; fix the Dockerfile or its inputs"
+    return f"build failed{where}: {one_line(error, 240)}; fix the Dockerfile or its inputs"
 
 
 def push_failure(host: str, error: str, had_credentials: bool) -> PachhookError:
     """The image is not named: the message is shown beside it."""
     lower = error.lower()
-    detail = _one_line(error, 200)
+    detail = one_line(error, 200)
     if DISK_FULL in lower:
         return PachhookError(
             f"push failed: out of disk space ({detail}); free space on the registry {host} "
@@ -1094,7 +527,7 @@ def _engine_reason(text: str) -> str:
         return "permission denied: join the docker group or use sudo"
     if "timed out" in lower or "timeout" in lower:
         return "timed out"
-    return _one_line(text, 120)
+    return one_line(text, 120)
 
 
 def _os_error(doing: str, exc: OSError) -> str:
@@ -1107,11 +540,6 @@ def _os_error(doing: str, exc: OSError) -> str:
 def _status_line(chunk: Mapping[str, Any]) -> str:
     parts = [str(chunk[k]) for k in ("id", "status") if chunk.get(k)]
     return ": ".join(parts)
-
-
-def _one_line(text: str, limit: int) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= limit else one[: limit - 1] + "…"
 
 
 def _without_userinfo(url: str) -> str:

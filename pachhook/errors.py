@@ -29,3 +29,9 @@ class InputError(PachhookError):
 def located(path: str, line: int | None = None) -> str:
     """`path` or `path:line`, the prefix of every message about a file."""
     return f"{path}:{line}" if line else path
+
+
+def one_line(text: str, limit: int) -> str:
+    """`text` on one line of at most `limit` characters, for a message."""
+    one = " ".join(text.split())
+    return one if len(one) <= limit else one[: limit - 1] + "…"

@@ -32,12 +32,11 @@ from pachhook.build import (
     LABEL_REVISION,
     LABEL_SOURCE,
     DockerImages,
-    _CommitFiles,
     build_failure,
     push_failure,
-    write_context,
 )
 from pachhook.config import ImageConfig
+from pachhook.context import CommitFiles, write_context
 from pachhook.errors import PachhookError
 from pachhook.git import Repo
 from pachhook.plan import ImagePlan
@@ -501,7 +500,7 @@ def test_context_tar_from_a_commit(tmp_path: Path) -> None:
     head = helpers.commit(root, "mode and link")
     (root / "ctx" / "a" / "b.txt").write_text("dirty\n")
 
-    files = _CommitFiles(root, head, ImageConfig(name="x/y", context="ctx"))
+    files = CommitFiles(root, head, ImageConfig(name="x/y", context="ctx"))
     out = io.BytesIO()
     try:
         context = write_context(files, out)
