@@ -1,288 +1,35 @@
-"""Pachyderm: where the cluster is, what it runs, and applying pipelines in one transaction.
+"""Pachyderm: what the cluster runs, and applying pipelines in one transaction.
 
 python_pachyderm (and grpc with it) costs half a second to import, so it is imported
-only when a run actually talks to the cluster; resolving the connection does not need it.
+only when a run actually talks to the cluster; resolving the connection
+(`pachhook.connection`) does not need it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import os
 import re
-import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from pachhook.config import Config
+from pachhook.connection import (
+    DEFAULT_PORT,
+    PEM_CERTIFICATE,
+    Connection,
+    resolve_connection,
+    system_root_certs,
+)
 from pachhook.errors import InputError, PachhookError
 from pachhook.plan import PipelinePlan
 from pachhook.run import ANNOTATION_DIGEST
 
-DEFAULT_PORT = 30650  # pachctl's default for every scheme (grpcutil.DefaultPachdNodePort)
 DEFAULT_PROJECT = "default"
-SCHEMES = ("grpc", "grpcs", "http", "https")
-SECURE_SCHEMES = ("grpcs", "https")
-PACHCTL_IN_CLUSTER_CONFIG = Path("/pachctl/config.json")
-PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 
 # pachd's auth errors (src/auth/auth.go); some arrive with other codes than UNAUTHENTICATED.
 AUTH_MESSAGES = ("(try logging in", "token expiration is in the past")
 
-SETUP_HINT = (
-    "set [pachyderm] address in pachhook.toml or PACHYDERM_CLUSTER_URL, "
-    "or point pachctl at the cluster (pachctl config set active-context ...)"
-)
 
-
-# -- where the cluster is ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-    tls: bool
-
-    @property
-    def dial_host(self) -> str:
-        """The host as gRPC dials it: IPv6 literals in brackets."""
-        return f"[{self.host}]" if ":" in self.host else self.host
-
-    @property
-    def url(self) -> str:
-        return f"{'grpcs' if self.tls else 'grpc'}://{self.dial_host}:{self.port}"
-
-
-def parse_address(value: str, where: str) -> Endpoint:
-    """A pachd address as pachctl reads it (grpcutil.ParsePachdAddress): grpc://, grpcs://,
-    http://, https:// or bare host[:port]; the port defaults to 30650 whatever the scheme."""
-    text = value.strip()
-    if not text:
-        raise InputError(f"{where}: the Pachyderm address is empty; {SETUP_HINT}")
-    if "://" not in text:
-        text = "grpc://" + text
-    # A trailing slash is harmless and common in URLs copied from a browser.
-    parts = urlsplit(text[:-1] if text.endswith("/") and text.count("/") == 3 else text)
-    scheme = parts.scheme.lower()
-    if scheme == "unix":
-        raise InputError(
-            f"{where}: {value!r}: python-pachyderm cannot use a unix socket; "
-            "give a grpc:// or grpcs:// address"
-        )
-    if scheme not in SCHEMES:
-        raise InputError(
-            f"{where}: {value!r}: unknown scheme {parts.scheme!r}; use one of "
-            "grpc://, grpcs://, http://, https:// (or host:port)"
-        )
-    problem = (
-        "a path"
-        if parts.path
-        else "login credentials"
-        if parts.username is not None or parts.password is not None
-        else "a query string"
-        if parts.query
-        else "a fragment"
-        if parts.fragment
-        else None
-    )
-    if problem:
-        raise InputError(
-            f"{where}: {value!r} should not include {problem}; give scheme://host:port"
-        )
-    try:
-        port = parts.port
-    except ValueError:
-        raise InputError(f"{where}: {value!r}: the port is not a number from 1 to 65535") from None
-    if not parts.hostname:
-        raise InputError(f"{where}: {value!r} names no host; give scheme://host:port")
-    return Endpoint(parts.hostname, port or DEFAULT_PORT, scheme in SECURE_SCHEMES)
-
-
-@dataclass(frozen=True)
-class PachctlContext:
-    name: str
-    path: Path
-    endpoint: Endpoint | None
-    session_token: str | None = field(repr=False)
-    server_cas: bytes | None = field(repr=False)  # PEM
-
-
-def pachctl_config_path(env: Mapping[str, str]) -> Path:
-    """Where pachctl reads its config (config.configPath)."""
-    if env.get("PACH_CONFIG"):
-        return Path(env["PACH_CONFIG"])
-    if PACHCTL_IN_CLUSTER_CONFIG.is_file():
-        return PACHCTL_IN_CLUSTER_CONFIG
-    home = env.get("HOME") or str(Path.home())
-    return Path(home) / ".pachyderm" / "config.json"
-
-
-def _get(doc: Any, *names: str) -> Any:
-    """pachctl writes its config with protojson: a key may be snake_case or camelCase."""
-    if not isinstance(doc, dict):
-        return None
-    for name in names:
-        if name in doc:
-            return doc[name]
-        camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
-        if camel in doc:
-            return doc[camel]
-    return None
-
-
-def pachctl_contexts(env: Mapping[str, str]) -> tuple[Path, str | None, dict[str, dict[str, Any]]]:
-    """(config path, the active context's name, every context as written) from pachctl's
-    config; a missing file has none. The active one is PACH_CONTEXT, else
-    v2.active_context. Contexts are parsed only when used, so a broken one that pachhook
-    does not need stays harmless."""
-    path = pachctl_config_path(env)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return path, None, {}
-    except OSError as exc:
-        raise InputError(
-            f"{path}: cannot read pachctl's config ({exc.strerror}); fix or remove it"
-        ) from None
-    try:
-        doc = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{path}:{exc.lineno}: pachctl's config is not valid JSON ({exc.msg}); fix it"
-        ) from None
-    v2 = _get(doc, "v2")
-    contexts = _get(v2, "contexts")
-    if not isinstance(contexts, dict):
-        contexts = {}
-    active = env.get("PACH_CONTEXT") or _get(v2, "active_context") or None
-    usable = {str(k): v for k, v in contexts.items() if isinstance(v, dict)}
-    return path, (str(active) if active else None), usable
-
-
-def _context(name: str, ctx: dict[str, Any], path: Path) -> PachctlContext:
-    where = f"{path}: context {name!r}"
-    address = _get(ctx, "pachd_address") or ""
-    endpoint = None
-    if address:
-        endpoint = parse_address(str(address), f"{where}: pachd_address")
-    else:
-        forwarded = _get(_get(ctx, "port_forwarders"), "pachd")
-        if isinstance(forwarded, int) and forwarded > 0:
-            endpoint = Endpoint("localhost", forwarded, False)
-    cas = _get(ctx, "server_cas") or None
-    pem = None
-    if cas:
-        try:
-            pem = base64.b64decode(str(cas), validate=True)
-        except (binascii.Error, ValueError):
-            raise InputError(
-                f"{where}: server_cas is not base64-encoded PEM; fix it with pachctl config"
-            ) from None
-        if endpoint is not None and not endpoint.tls:
-            raise InputError(
-                f"{where}: server_cas is set but pachd_address is not grpcs://; "
-                "make it grpcs://... (as pachctl requires)"
-            )
-    token = _get(ctx, "session_token") or None
-    return PachctlContext(name, path, endpoint, str(token) if token else None, pem)
-
-
-@dataclass(frozen=True)
-class Connection:
-    """How to reach pachd and who to be there. The token never appears in its repr."""
-
-    endpoint: Endpoint
-    source: str  # where the address came from, for messages
-    token: str | None = field(repr=False)
-    token_source: str | None
-    root_certs: bytes | None = field(default=None, repr=False)  # PEM; None: the system's
-
-
-def resolve_connection(config: Config, env: Mapping[str, str]) -> Connection:
-    """The address from the configuration, else PACHYDERM_CLUSTER_URL, else pachctl's
-    active context; the token from PACHYDERM_TOKEN, else that context's session token.
-
-    A pachctl context lends its token and certificates only to its own address:
-    pachhook never sends a session token to a server it was not issued for."""
-    address = config.pachyderm.address
-    env_token = env.get("PACHYDERM_TOKEN") or None
-    if address:
-        if env.get("PACHYDERM_CLUSTER_URL") == address:
-            source = "PACHYDERM_CLUSTER_URL"
-        else:
-            source = f"{config.path or 'the configuration'}: [pachyderm] address"
-        endpoint = parse_address(address, source)
-        try:
-            path, active, contexts = pachctl_contexts(env)
-        except InputError:
-            if not env_token:
-                raise
-            path, active, contexts = Path(), None, {}  # pachctl's config is not needed at all
-        context = None
-        # The active context first, then any other context for the same cluster.
-        for name in sorted(contexts, key=lambda n: (n != active, n)):
-            try:
-                candidate = _context(name, contexts[name], path)
-            except InputError:
-                continue
-            if candidate.endpoint == endpoint:
-                context = candidate
-                break
-    else:
-        path, active, contexts = pachctl_contexts(env)
-        if not active:
-            raise InputError(f"no Pachyderm cluster is configured: {SETUP_HINT}")
-        if active not in contexts:
-            raise InputError(
-                f"{path}: pachctl's active context {active!r} does not exist; {SETUP_HINT}"
-            )
-        context = _context(active, contexts[active], path)
-        if context.endpoint is None:
-            raise InputError(
-                f"{path}: pachctl context {active!r} has no pachd_address "
-                f"(pachctl would port-forward, which pachhook does not do); {SETUP_HINT}"
-            )
-        endpoint = context.endpoint
-        source = f"pachctl context {active!r} in {path}"
-    if env_token:
-        token, token_source = env_token, "PACHYDERM_TOKEN"
-    elif context is not None and context.session_token:
-        token, token_source = context.session_token, f"pachctl context {context.name!r}"
-    else:
-        token, token_source = None, None
-    return Connection(
-        endpoint=endpoint,
-        source=source,
-        token=token,
-        token_source=token_source,
-        root_certs=context.server_cas if context is not None else None,
-    )
-
-
-def system_root_certs() -> bytes:
-    """PEM roots for TLS: the system's bundle (as pachctl uses), else certifi's."""
-    paths = ssl.get_default_verify_paths()
-    candidates = [paths.cafile, paths.openssl_cafile]
-    try:
-        import certifi
-
-        candidates.append(certifi.where())
-    except ImportError:
-        pass
-    for candidate in candidates:
-        if candidate and os.path.isfile(candidate):
-            pem = Path(candidate).read_bytes()
-            if PEM_CERTIFICATE in pem:
-                return pem
-    raise PachhookError(
-        "no root certificates found for TLS (no system CA bundle, no certifi); "
-        "install ca-certificates or certifi, or give server_cas in pachctl's context"
-    )
+# -- the cluster --------------------------------------------------------------------------
 
 
 def _pem(data: bytes) -> bytes:
@@ -301,9 +48,6 @@ def client_errors() -> tuple[type[BaseException], ...]:
     import grpc
 
     return (grpc.RpcError, ConnectionError)
-
-
-# -- the cluster --------------------------------------------------------------------------
 
 
 class PachydermCluster:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
 
+from pachhook.errors import one_line
+
 if TYPE_CHECKING:
     from pachhook.run import ImageResult
 
@@ -239,5 +241,4 @@ def _left_cut(text: str, width: int) -> str:
 
 
 def _short(text: str, width: int = _INSTRUCTION_WIDTH) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= width else one[: width - 1] + "…"
+    return one_line(text, width)

@@ -1,4 +1,5 @@
-"""The Pachyderm adapter (pachhook.deploy) against the pachd double, over real gRPC.
+"""Resolving the connection (pachhook.connection) and the Pachyderm adapter
+(pachhook.deploy) against the pachd double, over real gRPC.
 
 With PACHHOOK_TEST_PACHD=grpcs://... (and PACHHOOK_TEST_PACHD_TOKEN) the same tests
 run against that cluster instead, each in a project of its own that is deleted
@@ -28,14 +29,14 @@ import pytest
 
 from pachhook import ledger
 from pachhook.config import Config, PachydermConfig
-from pachhook.deploy import (
+from pachhook.connection import (
     DEFAULT_PORT,
     Endpoint,
-    PachydermCluster,
     parse_address,
     resolve_connection,
     system_root_certs,
 )
+from pachhook.deploy import PachydermCluster
 from pachhook.errors import InputError, PachhookError
 from pachhook.plan import PipelinePlan, dag_order
 from pachhook.run import ANNOTATION_COMMIT, ANNOTATION_DIGEST
@@ -415,7 +416,8 @@ def test_resolving_a_connection_does_not_import_python_pachyderm() -> None:
     code = (
         "import sys\n"
         "from pachhook.config import Config, PachydermConfig\n"
-        "from pachhook.deploy import PachydermCluster, resolve_connection\n"
+        "from pachhook.connection import resolve_connection\n"
+        "from pachhook.deploy import PachydermCluster\n"
         "resolve_connection(Config(path=None, pachyderm=PachydermConfig(address='p:1')), {})\n"
         "print(sorted(m for m in ('python_pachyderm', 'grpc') if m in sys.modules))\n"
     )
