@@ -169,12 +169,7 @@ def execute(
     record = replace(record, images=tuple(image_results))
     if failed:
         names = ", ".join(r.reference for r in failed)
-        return replace(
-            record,
-            finished=time.time(),
-            pipelines=tuple(_result(p, "not applied") for p in plan.pipelines),
-            error=f"image failed: {names}; no pipeline was updated",
-        )
+        return _failed(record, plan, f"image failed: {names}; no pipeline was updated")
     if not options.deploy or not options.push:
         why = "--no-deploy" if not options.deploy else "--no-push: images are local only"
         return replace(
@@ -186,14 +181,14 @@ def execute(
     try:
         return _deploy(record, planned, options, cluster(), progress)
     except PachhookError as exc:
-        # An unreachable cluster or a refused token is this run's outcome, not a crash:
-        # the record (and so the ledger) must still say what was built and what was not.
-        return replace(
-            record,
-            finished=time.time(),
-            pipelines=tuple(_result(p, "not applied") for p in plan.pipelines),
-            error=exc.message,
-        )
+        # An unreachable cluster, a refused token or a failed transaction is this run's
+        # outcome, not a crash: the record (and so the ledger) still says what was built.
+        return _failed(record, plan, exc.message)
+
+
+def _failed(record: RunRecord, plan: Plan, error: str) -> RunRecord:
+    pipelines = tuple(_result(p, "not applied") for p in plan.pipelines)
+    return replace(record, finished=time.time(), pipelines=pipelines, error=error)
 
 
 def _build_all(
@@ -242,12 +237,9 @@ def _deploy(
     if missing:
         names = ", ".join(f"{project}/{name}" for project, name in missing)
         users = sorted({p.pipeline.name for p in deploys if set(p.pipeline.inputs) & set(missing)})
-        return replace(
-            record,
-            finished=time.time(),
-            pipelines=tuple(_result(p, "not applied") for p in plan.pipelines),
-            error=f"input repo {names} does not exist (needed by {', '.join(users)}); "
-            "create it with pachctl create repo; nothing was applied",
+        raise PachhookError(
+            f"input repo {names} does not exist (needed by {', '.join(users)}); "
+            "create it with pachctl create repo; nothing was applied"
         )
     reprocess = options.reprocess
     if reprocess is None:
@@ -265,15 +257,7 @@ def _deploy(
     transaction = None
     if specs:
         progress(f"applying {len(specs)} pipeline(s) in one transaction")
-        try:
-            transaction = cluster.apply(specs, reprocess)
-        except PachhookError as exc:
-            return replace(
-                record,
-                finished=time.time(),
-                pipelines=tuple(_result(p, "not applied") for p in plan.pipelines),
-                error=exc.message,
-            )
+        transaction = cluster.apply(specs, reprocess)
     pipes = tuple(
         _result(p, "applied" if p.action != SKIP else "unchanged") for p in plan.pipelines
     )
