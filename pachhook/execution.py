@@ -7,16 +7,24 @@ import json
 import sys
 from collections.abc import Mapping
 
-import click
-
 from pachhook import ledger
 from pachhook.git import Repo
 from pachhook.lock import run_lock
-from pachhook.planning import plan_selection
+from pachhook.planning import Planned, plan_selection
 from pachhook.progress import BuildProgress
 from pachhook.report import plan_lines, record_lines
 from pachhook.run import Cluster, Images, RunOptions, RunRecord, execute
 from pachhook.selection import Selection
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def run_selection(
@@ -29,11 +37,23 @@ def run_selection(
     as_json: bool = False,
 ) -> RunRecord:
     planned = plan_selection(repo, selection, env)
+    return run_planned(repo, planned, options, env, trigger=trigger, as_json=as_json)
+
+
+def run_planned(
+    repo: Repo,
+    planned: Planned,
+    options: RunOptions,
+    env: Mapping[str, str],
+    *,
+    trigger: str,
+    as_json: bool = False,
+) -> RunRecord:
     config = planned.workspace.config if planned.workspace else None
 
     def say(line: str) -> None:
         if not as_json:
-            click.echo(line, err=True)
+            _err(line)
 
     # Live progress only for a person at a terminal; hooks and CI get plain lines.
     progress = BuildProgress.for_run(
@@ -54,15 +74,16 @@ def run_selection(
 
     if not as_json:
         for line in plan_lines(planned.plan):
-            click.echo(line)
+            _out(line)
     # One run at a time per repository (hooks, post-push deploys, the watcher); a run
-    # with nothing to do neither waits nor takes the lock.
+    # with nothing to do neither waits nor takes the lock. What the plan narrowed is
+    # decided again by state once the lock is held, so waiting loses nothing.
     busy = planned.plan.evaluated and not planned.plan.nothing_to_do and not options.dry_run
     guard = (
         run_lock(
             repo.state_dir,
             f"{trigger} run of {planned.resolved.source.label}",
-            on_wait=lambda message: click.echo(f"pachhook: {message}", err=True),
+            on_wait=lambda message: _err(f"pachhook: {message}"),
         )
         if busy
         else contextlib.nullcontext()
@@ -83,8 +104,8 @@ def run_selection(
     if planned.plan.evaluated and not options.dry_run:
         ledger.append(repo.state_dir, {"kind": "run", **record.to_json()})
     if as_json:
-        click.echo(json.dumps({"plan": planned.plan.to_json(), "run": record.to_json()}, indent=2))
+        _out(json.dumps({"plan": planned.plan.to_json(), "run": record.to_json()}, indent=2))
     else:
         for line in record_lines(record):
-            click.echo(line)
+            _out(line)
     return record

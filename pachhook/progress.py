@@ -184,7 +184,7 @@ class BuildProgress:
             console=console,
             refresh_per_second=4,
             transient=True,
-            # Other writers (click.echo) would tear the live area: rich moves them above it.
+            # Other writers (plain prints) would tear the live area: rich moves them above it.
             redirect_stdout=True,
             redirect_stderr=True,
         )

@@ -31,6 +31,7 @@ class RunOptions:
     deploy: bool = True
     reprocess: bool | None = None  # None: the config decides
     jobs: int | None = None  # None: the config decides
+    held_because: str = "--no-deploy"  # why pipelines wait, when deploy is False
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def execute(
         names = ", ".join(r.reference for r in failed)
         return _failed(record, plan, f"image failed: {names}; no pipeline was updated")
     if not options.deploy or not options.push:
-        why = "--no-deploy" if not options.deploy else "--no-push: images are local only"
+        why = options.held_because if not options.deploy else "--no-push: images are local only"
         return replace(
             record,
             finished=time.time(),

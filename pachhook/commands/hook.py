@@ -110,7 +110,7 @@ def _build_then_deploy(
     sync: bool,
 ) -> int:
     from pachhook import hooks, ledger, postpush
-    from pachhook.execution import run_selection
+    from pachhook.execution import run_planned
     from pachhook.run import RunOptions
 
     # git passes the remote's name and URL; for a push to a bare URL both are the URL.
@@ -134,8 +134,8 @@ def _build_then_deploy(
             deploying = []
         sync_deploy = sync and bool(deploying)
         if planned.plan.builds or sync_deploy:
-            options = RunOptions(deploy=sync_deploy)
-            record = run_selection(found, group.selection, options, environment, trigger="pre-push")
+            options = RunOptions(deploy=sync_deploy, held_because="see below")
+            record = run_planned(found, planned, options, environment, trigger="pre-push")
             if not record.ok:
                 if settings.on_build_failure == "block":
                     err(
