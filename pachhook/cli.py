@@ -16,7 +16,7 @@ from pachhook import __version__
 from pachhook.errors import InputError, PachhookError
 
 # Each names a module of pachhook.commands; the order is the order of --help.
-COMMANDS = ("plan", "run", "deps", "explain", "status", "init", "install", "hook")
+COMMANDS = ("plan", "run", "deps", "explain", "status", "init", "install", "hook", "watch")
 
 DESCRIPTION = """\
 Rebuild only the images that changed; update only the Pachyderm pipelines that use them.

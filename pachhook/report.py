@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -102,20 +103,47 @@ def _short(commit: Any) -> str:
 
 
 def pending_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Entries whose latest state (per kind and id) is still "pending", oldest first."""
+    """Entries whose latest state (per kind and id) is still "pending", or "running" in a
+    process that is still alive, oldest first."""
     latest: dict[tuple[Any, Any], dict[str, Any]] = {}
     for entry in entries:
         if "state" in entry:
             latest[(entry.get("kind"), entry.get("id"))] = entry
-    return [e for e in latest.values() if e.get("state") == "pending"]
+    return [
+        e
+        for e in latest.values()
+        if e.get("state") == "pending" or (e.get("state") == "running" and _alive(e))
+    ]
+
+
+def _alive(entry: dict[str, Any]) -> bool:
+    """The entry's process still runs. A process killed outright (SIGKILL, a reboot) never
+    writes its last state, so its "running" must not be believed forever."""
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"pachhook" in handle.read()  # not a reused pid
+    except OSError:
+        return True
 
 
 def status_lines(entries: list[dict[str, Any]], pending: list[dict[str, Any]]) -> list[str]:
     """Ledger entries (newest first) for people: one header line each, then details."""
     lines = []
     for entry in pending:
+        state = "running" if entry.get("state") == "running" else "pending"
         lines.append(
-            f"pending: {entry.get('kind', 'entry')} {entry.get('id', '')} since {_when(entry)}"
+            f"{state}: {entry.get('kind', 'entry')} {entry.get('id', '')}"
+            + (f" (pid {entry['pid']})" if state == "running" else "")
+            + f" since {_when(entry)}"
             + (f" (commit {_short(entry['commit'])})" if entry.get("commit") else "")
         )
     if pending:
@@ -131,6 +159,8 @@ def _header(entry: dict[str, Any]) -> str:
         parts[-1] += f" ({entry['trigger']})"
     if "state" in entry:
         parts.append(f"state {entry['state']}")
+        if entry["state"] == "running" and entry.get("pid") and not _alive(entry):
+            parts[-1] += f" (pid {entry.get('pid')} has ended)"
     if entry.get("commit"):
         parts.append(f"commit {_short(entry['commit'])}")
     return "  ".join(parts)
