@@ -89,6 +89,11 @@ class Repo(NamedTuple):
             return [self.resolve(ref) for ref in refs]
         return ids
 
+    def head(self) -> str | None:
+        """HEAD's commit id; None in a repository with no commits yet."""
+        out = run(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], self.root, check=False)
+        return out.strip() or None
+
     def has_commits(self) -> bool:
         return bool(
             run(["rev-parse", "--verify", "--quiet", "HEAD"], self.root, check=False).strip()
@@ -133,16 +138,6 @@ class Repo(NamedTuple):
     def changed_paths(self, base: str, to: str) -> set[str]:
         # --no-renames reports a rename as a deletion and an addition: both names count.
         return set(zsplit(self.git("diff", "--name-only", "--no-renames", "-z", base, to, "--")))
-
-    def working_tree_changes(self) -> set[str]:
-        """Staged, unstaged and untracked (not ignored) paths against HEAD."""
-        against = "HEAD" if self.has_commits() else EMPTY_TREE
-        changed = set(zsplit(self.git("diff", "--name-only", "--no-renames", "-z", against, "--")))
-        changed |= set(
-            zsplit(self.git("diff", "--cached", "--name-only", "--no-renames", "-z", against, "--"))
-        )
-        changed |= set(zsplit(self.git("ls-files", "-z", "--others", "--exclude-standard")))
-        return changed
 
     def show(self, commit: str, path: str) -> bytes | None:
         proc = subprocess.run(

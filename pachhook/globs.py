@@ -12,6 +12,17 @@ from functools import lru_cache
 
 @lru_cache(maxsize=256)
 def compile_glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(_translate(pattern) + r"\Z")
+
+
+@lru_cache(maxsize=64)
+def _compile_any(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{_translate(p)})" for p in patterns) + r"\Z")
+
+
+def _translate(pattern: str) -> str:
     pattern = pattern.strip().lstrip("/")
     out = []
     i = 0
@@ -42,8 +53,10 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(pattern[i]))
             i += 1
-    return re.compile("".join(out) + r"\Z")
+    return "".join(out)
 
 
 def matches(path: str, patterns: tuple[str, ...]) -> bool:
-    return any(compile_glob(p).match(path) for p in patterns)
+    """Whether `path` matches one of `patterns` (compiled once per set of patterns)."""
+    compiled = _compile_any(patterns)
+    return compiled is not None and compiled.match(path) is not None

@@ -219,7 +219,9 @@ def make_plan(
             for hit in hits_by_image[built.repository]:
                 if hit.path is not None:
                     why.append(Reason(hit.path, f"image {built.name} changed"))
-        desired = spec_digest(rewritten(pipeline, image_ref, {}))
+        # The digest of the spec as it would be applied: only worth computing where a
+        # pipeline may be applied.
+        desired = spec_digest(rewritten(pipeline, image_ref, {})) if why else ""
         action = _pipeline_action(pipeline, why, is_new, desired, remote)
         if action == SKIP and why and remote.pipelines is not None:
             why.append(Reason(None, "the cluster already runs this spec"))

@@ -35,13 +35,16 @@ def resolve(repo: Repo, selection: Selection) -> Resolved:
     if selection.to_ref and not selection.from_ref:
         raise InputError("--to needs --from")
 
+    worktree: WorkingTreeSource | None = None
     if selection.working_tree:
-        if not repo.has_commits():
-            source = WorkingTreeSource(repo)
-            changes = ChangeSet(frozenset(source.paths), selection.everything, None, source.label)
-            return Resolved(source, changes)
-        target: Source = WorkingTreeSource(repo)
-        head = target.commit
+        worktree = WorkingTreeSource(repo)
+        if worktree.commit is None:
+            changes = ChangeSet(
+                frozenset(worktree.paths), selection.everything, None, worktree.label
+            )
+            return Resolved(worktree, changes)
+        target: Source = worktree
+        head = worktree.commit
         start = repo.resolve(selection.from_ref) if selection.from_ref else None
     else:
         if not selection.to_ref and not repo.has_commits():
@@ -69,7 +72,7 @@ def resolve(repo: Repo, selection: Selection) -> Resolved:
                 "HEAD has no upstream branch and the remote names no default branch; "
                 "use --from REF, --working-tree or --all"
             )
-    paths = repo.changed_paths(base, head)
-    if selection.working_tree:
-        paths |= repo.working_tree_changes()
+    paths = repo.changed_paths(base, head) if base != head else set()
+    if worktree is not None:
+        paths |= worktree.changes()
     return Resolved(target, ChangeSet(frozenset(paths), selection.everything, base, target.label))

@@ -103,7 +103,7 @@ class WorkingTreeSource(Source):
 
     def __init__(self, repo: git.Repo) -> None:
         self.repo = repo
-        self.commit = repo.resolve("HEAD") if repo.has_commits() else None
+        self.commit = repo.head()
         self.label = "working tree"
         self._hashed: dict[str, Entry] = {}
 
@@ -119,17 +119,32 @@ class WorkingTreeSource(Source):
         return out
 
     @cached_property
-    def _dirty(self) -> frozenset[str]:
-        """Files whose working copy may differ from the index: their ids are computed."""
-        return frozenset(git.zsplit(self.repo.git("diff-files", "-z", "--name-only")))
+    def _worktree_status(self) -> dict[str, str]:
+        """Files whose working copy may differ from the index, with git's status letter:
+        their ids are computed from content; `D` ones are gone."""
+        fields = git.zsplit(self.repo.git("diff-files", "-z", "--name-status"))
+        return dict(zip(fields[1::2], fields[0::2], strict=True))
+
+    @cached_property
+    def untracked(self) -> list[str]:
+        """Files git does not track and does not ignore."""
+        listed = git.zsplit(self.repo.git("ls-files", "-z", "--others", "--exclude-standard"))
+        return [p for p in listed if not p.endswith("/")]
 
     @cached_property
     def _sorted(self) -> list[str]:
-        deleted = set(git.zsplit(self.repo.git("ls-files", "-z", "--deleted")))
-        untracked = git.zsplit(self.repo.git("ls-files", "-z", "--others", "--exclude-standard"))
-        paths = {p for p in self._index if p not in deleted}
-        paths.update(p for p in untracked if not p.endswith("/"))
+        gone = {p for p, status in self._worktree_status.items() if status == "D"}
+        paths = {p for p in self._index if p not in gone}
+        paths.update(self.untracked)
         return sorted(paths)
+
+    def changes(self) -> set[str]:
+        """Staged, unstaged and untracked (not ignored) paths against HEAD."""
+        against = self.commit or git.EMPTY_TREE
+        changed = git.zsplit(
+            self.repo.git("diff", "--name-only", "--no-renames", "-z", against, "--")
+        )
+        return set(changed) | set(self.untracked)
 
     @property
     def paths(self) -> list[str]:
@@ -146,7 +161,7 @@ class WorkingTreeSource(Source):
 
     def entry(self, path: str) -> Entry:
         indexed = self._index.get(path)
-        if indexed is not None and path not in self._dirty:
+        if indexed is not None and path not in self._worktree_status:
             return indexed
         cached = self._hashed.get(path)
         if cached is not None:

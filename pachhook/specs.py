@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from pachhook import globs
@@ -149,7 +150,15 @@ def _construct(node: Any, loader: Any) -> Any:
 
 def parse_file(path: str, data: bytes, default_project: str, *, strict: bool) -> list[Pipeline]:
     """The pipelines of one spec file. `strict`: every document must be a spec
-    (the file was named in the configuration); otherwise other documents are passed over."""
+    (the file was named in the configuration); otherwise other documents are passed over.
+
+    Remembered by content, so a long-running watcher parses only the specs that changed;
+    the documents are shared and never modified (`rewritten` works on a copy)."""
+    return list(_parse_file(path, data, default_project, strict))
+
+
+@lru_cache(maxsize=4096)
+def _parse_file(path: str, data: bytes, default_project: str, strict: bool) -> tuple[Pipeline, ...]:
     text = data.decode("utf-8", errors="replace")
     pipelines = []
     for line, doc in _documents(path, text):
@@ -175,7 +184,8 @@ def parse_file(path: str, data: bytes, default_project: str, *, strict: bool) ->
                 document=doc,
             )
         )
-    return pipelines
+    return tuple(pipelines)
+
 
 
 def is_spec_candidate(path: str, config: Config) -> bool:

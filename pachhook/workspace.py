@@ -107,7 +107,7 @@ def pipelines_at(
         p for p in (source.paths if paths is None else paths) if is_spec_candidate(p, config)
     ]
     if strict and paths is None:
-        _check_includes(config, source)
+        _check_includes(config, candidates)
     found: list[Pipeline] = []
     for path in candidates:
         data = source.read(path)
@@ -126,9 +126,9 @@ def _looks_specific(data: bytes) -> bool:
     return b'"pipeline"' in data or b"\npipeline:" in data or data.startswith(b"pipeline:")
 
 
-def _check_includes(config: Config, source: Source) -> None:
+def _check_includes(config: Config, candidates: list[str]) -> None:
     for pattern in config.pipelines.include or ():
-        if not any(p == pattern or globs.matches(p, (pattern,)) for p in source.paths):
+        if not any(p == pattern or globs.matches(p, (pattern,)) for p in candidates):
             where = config.path or "PACHYDERM_PIPELINE_FILES"
             raise InputError(
                 f"{where}: pipelines.include: {pattern!r} matches no file; fix the pattern or the path"
