@@ -25,9 +25,13 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
     for state in workspace.images:
         image = state.config
         if path in state.inputs:
+            ignore_file = (
+                ".dockerignore" if image.context == "." else f"{image.context}/.dockerignore"
+            )
             role = {
                 image.dockerfile_path: "its Dockerfile",
-            }.get(path, "an input (copied into the image, or the ignore file)")
+                ignore_file: "its ignore file",
+            }.get(path, "copied into the image by its Dockerfile")
             out.append(f"image {image.name}: {role}; a change rebuilds it")
             users = [p for p in workspace.pipelines if p.image_repository == state.repository]
             for pipeline in users:
