@@ -491,8 +491,14 @@ class Watcher:
     def _settle(self, pending: dict[str, tuple[Change, Change]]) -> set[FileChange]:
         changes = set()
         for path, (first, last) in pending.items():
-            if first == Change.added and last == Change.deleted:
-                continue  # there only during the burst: an editor's temporary file
+            if first == Change.added and (
+                last == Change.deleted
+                or (not path.endswith("/") and not os.path.lexists(self.root / path))
+            ):
+                # There only during the burst: an editor's temporary file. The event that
+                # took it away (a rename onto its target) may come a little later, paired
+                # by the observer; the disk already says it is gone.
+                continue
             if first == Change.deleted and last != Change.deleted:
                 changes.add(FileChange(Change.modified, path))
             elif first == Change.added:
