@@ -11,7 +11,7 @@ end), then the real `pachhook watch --no-deploy` in a process of its own.
     save returns to the moment the watcher's "<image>: building" line arrives on its
     output pipe: the watcher has waited out the quiet period, planned (the planner of
     `pachhook run --working-tree`, over all 100 images and 500 specs; it starts while
-    the burst settles, see EarlyPlan in pachhook/commands/watch.py), asked the registry
+    the burst settles, see EarlyPlan in pachhook/watchsession.py), asked the registry
     whether the tag exists, and hands the build to the engine. The first save, which
     also pays for importing docker-py, is reported apart. The "change:" line the
     watcher prints when a run starts splits the quiet period from the rest.

@@ -22,14 +22,10 @@ from typing import Any
 import pytest
 
 from pachhook import lock
-from pachhook.watch import (
-    Change,
-    Contents,
-    DefaultFilter,
-    FileChange,
-    RepoFilter,
-    Watcher,
-)
+from pachhook.filechange import Change, FileChange
+from pachhook.watch import Watcher
+from pachhook.watchfilter import DefaultFilter, RepoFilter
+from pachhook.watchsession import Contents
 
 try:  # tests/ on sys.path (pytest's default import mode)
     from helpers import commit, init_repo, write
