@@ -2,21 +2,16 @@
 
 The engine pachhook drives is Docker 20.10's classic builder, through docker-py.
 Every rule here follows what that engine does, checked against it, and the
-places where its behaviour forced a choice say so. In short:
+places where its behaviour forced a choice say so. The Dockerfile is split into
+instructions by `dockerparse` and its words expanded by `shellwords`; here the
+stages are walked as the builder dispatches them. In short:
 
-- The Dockerfile is split into instructions the way its parser does it (parser
-  directives, continuation lines, comments, empty continuation lines skipped).
-  dockerfile-parse is not used: it ends an instruction at an empty continuation
-  line (Docker skips the line) and reads heredoc bodies as instructions.
-- Heredocs: the classic builder does not know them (it fails on the body's first
-  line); BuildKit does. Their bodies are skipped, and a heredoc source of
-  COPY/ADD adds no file, so that a Dockerfile written for BuildKit still gets
-  its inputs; the build itself will report the engine's error.
-- COPY/ADD words are expanded with Docker's shell lexer (`$VAR`, `${VAR}`,
-  `${VAR:-word}`, `${VAR:+word}`, `${VAR:?word}`, quotes, escapes; `${VAR-word}`
-  is an error in 20.10). ENV wins over ARG of the same name; an ARG is visible
-  only in the stage that declares it, with its value from build_args, else its
-  default, else the global ARG's value; `COPY --from` is not expanded.
+- A heredoc source of COPY/ADD (BuildKit only) adds no file, so that a
+  Dockerfile written for BuildKit still gets its inputs.
+- COPY/ADD words are expanded with Docker's shell lexer. ENV wins over ARG of
+  the same name; an ARG is visible only in the stage that declares it, with its
+  value from build_args, else its default, else the global ARG's value;
+  `COPY --from` is not expanded.
 - Only `.dockerignore` at the context root applies: neither docker-py nor the
   classic builder reads `<Dockerfile>.dockerignore` (a BuildKit feature; a build
   with one present sends the files it names, checked on this engine).
@@ -36,13 +31,10 @@ places where its behaviour forced a choice say so. In short:
 
 from __future__ import annotations
 
-import json
 import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import NamedTuple
 
 from pachhook.config import ImageConfig
 from pachhook.dockerignore import (
@@ -54,31 +46,20 @@ from pachhook.dockerignore import (
     go_clean,
     has_wildcards,
 )
-from pachhook.errors import InputError, located
-
-# The instructions Docker 20.10 knows; anything else fails the parse.
-KNOWN = frozenset(
-    [
-        "add",
-        "arg",
-        "cmd",
-        "copy",
-        "entrypoint",
-        "env",
-        "expose",
-        "from",
-        "healthcheck",
-        "label",
-        "maintainer",
-        "onbuild",
-        "run",
-        "shell",
-        "stopsignal",
-        "user",
-        "volume",
-        "workdir",
-    ]
+from pachhook.dockerparse import (
+    WHITESPACE,
+    Instruction,
+    InstructionError,
+    Parsed,
+    is_heredoc,
+    json_or_words,
+    parse,
+    parse_words,
+    split_command,
 )
+from pachhook.errors import InputError, located
+from pachhook.shellwords import Lookup, expand
+
 # Build args Docker accepts without an ARG declaring them.
 BUILTIN_ARGS = frozenset(
     [
@@ -96,447 +77,8 @@ COPY_FLAGS = {"copy": frozenset({"from", "chown", "chmod"}), "add": frozenset({"
 MAX_LINK_HOPS = 40  # how many symlinks one source may pass through before it counts as missing
 MAX_LINK_SIZE = 4096  # a symlink's target is a path: longer content is not a symlink
 
-_WS = re.compile(r"[\t\v\f\r ]+")
-_DIRECTIVE = re.compile(
-    r"^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*$"
-)
-_HEREDOC = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_\.]*$")
 _INDEX = re.compile(r"^[+-]?[0-9]+$")
-
-
-class Instruction(NamedTuple):
-    cmd: str  # lower case
-    flags: tuple[str, ...]  # "--name=value" words before the arguments
-    rest: str  # the arguments, trimmed
-    line: int  # 1-based line where it starts
-
-
-class Parsed(NamedTuple):
-    instructions: tuple[Instruction, ...]
-    escape: str
-
-
-class _Fail(Exception):
-    """A Dockerfile problem found below the instruction level; becomes an InputError."""
-
-    def __init__(self, what: str, todo: str) -> None:
-        super().__init__(what)
-        self.what = what
-        self.todo = todo
-
-
-# --- parsing ------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=512)
-def parse(text: str, origin: str = "Dockerfile") -> Parsed:
-    """Split a Dockerfile into instructions as Docker's parser does; heredoc bodies skipped."""
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    if text.endswith("\n"):
-        lines.pop()
-    if lines:
-        lines[0] = lines[0].removeprefix("\ufeff")
-    escape = "\\"
-    continuation = re.compile(re.escape(escape) + r"[ \t]*\Z")
-    directives_open = True
-    seen: set[str] = set()
-
-    def directive(line: str, number: int) -> None:
-        # Parser directives count only before the first line that is not one.
-        nonlocal directives_open, escape, continuation
-        if not directives_open:
-            return
-        match = _DIRECTIVE.match(line)
-        key = match.group(1).lower() if match else ""
-        if key not in ("escape", "syntax"):
-            directives_open = False
-            return
-        assert match is not None
-        if key in seen:
-            raise InputError(
-                f"{located(origin, number)}: a second {key} parser directive; keep only one"
-            )
-        seen.add(key)
-        if key == "escape":
-            value = match.group(2)
-            if value not in ("\\", "`"):
-                raise InputError(
-                    f"{located(origin, number)}: invalid escape {value!r}; use ` or \\"
-                )
-            escape = value
-            continuation = re.compile(re.escape(escape) + r"[ \t]*\Z")
-
-    out: list[Instruction] = []
-    i = 0
-    while i < len(lines):
-        number = i + 1
-        token = lines[i].lstrip()
-        i += 1
-        directive(token, number)
-        if token.startswith("#"):
-            token = ""
-        line, ended = _trim_continuation(token, continuation)
-        if ended and not line:
-            continue
-        while not ended and i < len(lines):
-            raw = lines[i]
-            i += 1
-            directive(raw, i)
-            stripped = raw.lstrip()
-            if stripped.startswith("#") or not stripped:
-                continue  # comments and empty lines inside a continuation are skipped
-            more, ended = _trim_continuation(raw, continuation)
-            line += more
-        instruction = _split_command(line, number, origin)
-        out.append(instruction)
-        if instruction.cmd in ("run", "copy", "add"):
-            for name, chomp in _heredocs(instruction.rest):
-                i = _skip_heredoc(lines, i, name, chomp, number, origin)
-    return Parsed(tuple(out), escape)
-
-
-def _trim_continuation(line: str, continuation: re.Pattern[str]) -> tuple[str, bool]:
-    match = continuation.search(line)
-    if match:
-        return line[: match.start()], False
-    return line, True
-
-
-def _split_command(line: str, number: int, origin: str) -> Instruction:
-    parts = _WS.split(line.strip(), maxsplit=1)
-    cmd = parts[0].lower()
-    if cmd not in KNOWN:
-        raise InputError(
-            f"{located(origin, number)}: unknown instruction {parts[0].upper()}; "
-            "fix the spelling or the line continuation above it"
-        )
-    flags: list[str] = []
-    rest = ""
-    if len(parts) == 2:
-        rest, flags = _extract_flags(parts[1])
-    return Instruction(cmd, tuple(flags), rest.strip(), number)
-
-
-def _extract_flags(line: str) -> tuple[str, list[str]]:
-    """Docker's `extractBuilderFlags`: the leading `--flag` words (quotes removed) and the rest."""
-    words: list[str] = []
-    word = ""
-    phase = "spaces"
-    quote = ""
-    blank_ok = False
-    pos = 0
-    n = len(line)
-    while pos <= n:
-        ch = line[pos] if pos < n else ""
-        if phase == "spaces":
-            if pos == n:
-                break
-            if ch.isspace():
-                pos += 1
-                continue
-            if ch != "-" or pos + 1 == n or line[pos + 1] != "-":
-                return line[pos:], words
-            phase = "word"
-        if pos == n:
-            if word != "--" and (blank_ok or word):
-                words.append(word)
-            break
-        if phase == "word":
-            if ch.isspace():
-                phase = "spaces"
-                if word == "--":
-                    return line[pos:], words
-                if blank_ok or word:
-                    words.append(word)
-                word = ""
-                blank_ok = False
-                pos += 1
-                continue
-            if ch in "'\"":
-                quote = ch
-                blank_ok = True
-                phase = "quote"
-                pos += 1
-                continue
-            if ch == "\\":
-                if pos + 1 == n:
-                    pos += 1
-                    continue
-                pos += 1
-                ch = line[pos]
-            word += ch
-            pos += 1
-            continue
-        # in a quote
-        if ch == quote:
-            phase = "word"
-            pos += 1
-            continue
-        if ch == "\\":
-            if pos + 1 == n:
-                phase = "word"
-                pos += 1
-                continue
-            pos += 1
-            ch = line[pos]
-        word += ch
-        pos += 1
-    return "", words
-
-
-def _heredocs(rest: str) -> Iterator[tuple[str, bool]]:
-    for word in _WS.split(rest):
-        match = _HEREDOC.match(word)
-        if match and match.group(3):
-            name = match.group(3)
-            if len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
-                name = name[1:-1]
-            if name:
-                yield name, match.group(2) == "-"
-
-
-def _skip_heredoc(
-    lines: list[str], i: int, name: str, chomp: bool, number: int, origin: str
-) -> int:
-    while i < len(lines):
-        candidate = lines[i].lstrip("\t") if chomp else lines[i]
-        i += 1
-        if candidate == name:
-            return i
-    raise InputError(
-        f"{located(origin, number)}: unterminated heredoc <<{name}; end it with a line {name}"
-    )
-
-
-def _parse_words(rest: str, escape: str) -> list[str]:
-    """Docker's `parseWords`: split on blanks outside quotes, keeping quotes and escapes."""
-    words: list[str] = []
-    word = ""
-    phase = "spaces"
-    quote = ""
-    blank_ok = False
-    pos = 0
-    n = len(rest)
-    while pos <= n:
-        ch = rest[pos] if pos < n else ""
-        if phase == "spaces":
-            if pos == n:
-                break
-            if ch.isspace():
-                pos += 1
-                continue
-            phase = "word"
-        if pos == n:
-            if blank_ok or word:
-                words.append(word)
-            break
-        if phase == "word":
-            if ch.isspace():
-                phase = "spaces"
-                if blank_ok or word:
-                    words.append(word)
-                word = ""
-                blank_ok = False
-                pos += 1
-                continue
-            if ch in "'\"":
-                quote = ch
-                blank_ok = True
-                phase = "quote"
-            if ch == escape:
-                if pos + 1 == n:
-                    pos += 1
-                    continue
-                word += ch
-                pos += 1
-                ch = rest[pos]
-            word += ch
-            pos += 1
-            continue
-        # in a quote
-        if ch == quote:
-            phase = "word"
-        if ch == escape and quote != "'":
-            if pos + 1 == n:
-                phase = "word"
-                pos += 1
-                continue
-            word += ch
-            pos += 1
-            ch = rest[pos]
-        word += ch
-        pos += 1
-    return words
-
-
-def _json_or_words(rest: str) -> list[str]:
-    """Docker's `parseMaybeJSONToList`: a JSON array of strings, else blank-separated words."""
-    stripped = rest.lstrip()
-    if stripped.startswith("["):
-        try:
-            value, _ = json.JSONDecoder().raw_decode(stripped)
-        except ValueError:
-            value = None
-        if isinstance(value, list):
-            if not all(isinstance(item, str) for item in value):
-                raise _Fail("the JSON array holds something other than strings", "quote every item")
-            return list(value)
-    return [w for w in _WS.split(rest) if w] if rest else []
-
-
-# --- Docker's shell lexer (ProcessWord) ---------------------------------------------------------
-
-Lookup = Callable[[str], str | None]
-
-
-class _Lexer:
-    """One word through Docker's `shell.Lex.ProcessWord`: quotes, escapes, variables."""
-
-    def __init__(self, text: str, escape: str, lookup: Lookup) -> None:
-        self.text = text
-        self.pos = 0
-        self.escape = escape
-        self.lookup = lookup
-
-    def _peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def _next(self) -> str:
-        ch = self._peek()
-        self.pos += 1
-        return ch
-
-    def word(self) -> str:
-        return self._until("")
-
-    def _until(self, stop: str) -> str:
-        out: list[str] = []
-        while self.pos < len(self.text):
-            ch = self.text[self.pos]
-            if stop and ch == stop:
-                self.pos += 1
-                return "".join(out)
-            if ch == "'":
-                out.append(self._single())
-            elif ch == '"':
-                out.append(self._double())
-            elif ch == "$":
-                out.append(self._dollar())
-            else:
-                self.pos += 1
-                if ch == self.escape:
-                    if self.pos >= len(self.text):
-                        break
-                    ch = self._next()
-                out.append(ch)
-        if stop:
-            raise _Fail(
-                f"unexpected end of statement while looking for matching {stop}", "close it"
-            )
-        return "".join(out)
-
-    def _single(self) -> str:
-        self.pos += 1
-        end = self.text.find("'", self.pos)
-        if end < 0:
-            raise _Fail("a single quote is not closed", "close it")
-        value = self.text[self.pos : end]
-        self.pos = end + 1
-        return value
-
-    def _double(self) -> str:
-        self.pos += 1
-        out: list[str] = []
-        while True:
-            ch = self._peek()
-            if not ch:
-                raise _Fail("a double quote is not closed", "close it")
-            if ch == '"':
-                self.pos += 1
-                return "".join(out)
-            if ch == "$":
-                out.append(self._dollar())
-                continue
-            self.pos += 1
-            if ch == self.escape:
-                following = self._peek()
-                if not following:
-                    continue
-                if following in ('"', "$", self.escape):
-                    ch = self._next()
-            out.append(ch)
-
-    def _dollar(self) -> str:
-        self.pos += 1
-        if self._peek() != "{":
-            name = self._name()
-            if not name:
-                return "$"
-            return self.lookup(name) or ""
-        self.pos += 1
-        ch = self._peek()
-        if not ch:
-            raise _Fail("a ${ is not closed", "add the }")
-        if ch in "{}:":
-            raise _Fail("bad substitution", "write ${NAME}, ${NAME:-default} or ${NAME:+value}")
-        name = self._name()
-        ch = self._next()
-        if ch == "}":
-            return self.lookup(name) or ""
-        if ch == ":":
-            modifier = self._next()
-            try:
-                word = self._until("}")
-            except _Fail:
-                if not self._peek():
-                    raise _Fail("a ${ is not closed", "add the }") from None
-                raise
-            value = self.lookup(name)
-            if modifier == "+":
-                return word if value else (value or "")
-            if modifier == "-":
-                return value or word
-            if modifier == "?":
-                if not value:
-                    state = "unset" if value is None else "empty"
-                    raise _Fail(
-                        f"${{{name}:?}} fails: {name} is {state} ({word or 'no message'})",
-                        f"set {name} with ARG, ENV or a build arg",
-                    )
-                return value
-            raise _Fail(
-                f"unsupported modifier ({modifier}) in substitution",
-                "use :- , :+ or :? (Docker 20.10 has no ${NAME-default} form)",
-            )
-        raise _Fail(
-            f"missing ':' in the substitution of {name}",
-            "use ${NAME:-default} (Docker 20.10 has no ${NAME-default} form)",
-        )
-
-    def _name(self) -> str:
-        start = self.pos
-        text = self.text
-        if self.pos < len(text):
-            ch = text[self.pos]
-            if ch.isdecimal():
-                while self.pos < len(text) and text[self.pos].isdecimal():
-                    self.pos += 1
-                return text[start : self.pos]
-            if ch in "@*#?-$!":
-                self.pos += 1
-                return ch
-        while self.pos < len(text):
-            ch = text[self.pos]
-            if not (ch.isalpha() or ch.isdecimal() or ch == "_"):
-                break
-            self.pos += 1
-        return text[start : self.pos]
-
-
-def expand(text: str, escape: str, lookup: Lookup) -> str:
-    """One word through Docker's lexer; raises _Fail as the builder would fail."""
-    return _Lexer(text, escape, lookup).word()
 
 
 # --- variables ----------------------------------------------------------------------------------
@@ -873,7 +415,7 @@ class _Builder:
         return stages, needed
 
     def _from(self, ins: Instruction, index: int, meta: Mapping[str, str | None]) -> _Stage:
-        words = [w for w in _WS.split(ins.rest) if w]
+        words = [w for w in WHITESPACE.split(ins.rest) if w]
         name = None
         if len(words) == 3 and words[1].lower() == "as":
             name = words[2].lower()
@@ -909,7 +451,7 @@ class _Builder:
     def _stage(self, stage: _Stage, stages: list[_Stage], meta: Mapping[str, str | None]) -> None:
         try:
             base = expand(stage.base, self.escape, _meta_lookup(self.build_args, meta))
-        except _Fail as exc:
+        except InstructionError as exc:
             raise self.fail(stage.line, exc.what, exc.todo) from None
         parent = _stage_by_name(stages[: stage.index], base)
         vars_ = _Vars(self.build_args, meta)
@@ -923,7 +465,7 @@ class _Builder:
         for ins in pending:
             try:
                 self._dispatch(ins, stage, stages, vars_)
-            except _Fail as exc:
+            except InstructionError as exc:
                 raise self.fail(ins.line, exc.what, exc.todo) from None
         stage.env = vars_.env
 
@@ -937,14 +479,14 @@ class _Builder:
         elif ins.cmd in ("copy", "add"):
             self._copy(ins, stage, stages, vars_)
         elif ins.cmd == "onbuild":
-            inner = _split_command(ins.rest, ins.line, self.origin)
+            inner = split_command(ins.rest, ins.line, self.origin)
             if inner.cmd in ("onbuild", "from", "maintainer"):
-                raise _Fail(f"ONBUILD {inner.cmd.upper()} is not allowed", "remove it")
+                raise InstructionError(f"ONBUILD {inner.cmd.upper()} is not allowed", "remove it")
             self._check_flags(inner)
             stage.triggers.append(inner)
 
     def _arg(self, ins: Instruction, lookup: Lookup, into: dict[str, str | None]) -> None:
-        words = _parse_words(ins.rest, self.escape)
+        words = parse_words(ins.rest, self.escape)
         if not words:
             raise self.fail(ins.line, "ARG needs a name", "write ARG NAME[=default]")
         pairs: list[tuple[str, str | None]] = []
@@ -962,26 +504,26 @@ class _Builder:
                 )
                 for key, value in pairs
             ]
-        except _Fail as exc:
+        except InstructionError as exc:
             raise self.fail(ins.line, exc.what, exc.todo) from None
         into.update(expanded)
 
     def _env(self, ins: Instruction, vars_: _Vars) -> None:
-        words = _parse_words(ins.rest, self.escape)
+        words = parse_words(ins.rest, self.escape)
         if not words:
-            raise _Fail("ENV needs a name and a value", "write ENV NAME=value")
+            raise InstructionError("ENV needs a name and a value", "write ENV NAME=value")
         pairs: list[tuple[str, str]] = []
         if "=" not in words[0]:
             # The old form: ENV NAME the rest of the line.
-            parts = _WS.split(ins.rest, maxsplit=1)
+            parts = WHITESPACE.split(ins.rest, maxsplit=1)
             if len(parts) < 2:
-                raise _Fail("ENV needs a name and a value", "write ENV NAME=value")
+                raise InstructionError("ENV needs a name and a value", "write ENV NAME=value")
             pairs.append((parts[0], parts[1]))
         else:
             for word in words:
                 key, eq, value = word.partition("=")
                 if not eq:
-                    raise _Fail(f"ENV {word!r} has no '='", "write ENV NAME=value ...")
+                    raise InstructionError(f"ENV {word!r} has no '='", "write ENV NAME=value ...")
                 pairs.append((key, value))
         lookup = vars_.lookup
         expanded = [
@@ -995,21 +537,21 @@ class _Builder:
         flags = dict(_flag(f) for f in ins.flags)
         for name, value in flags.items():
             if value is None:
-                raise _Fail(f"{cmd} --{name} has no value", f"write --{name}=VALUE")
+                raise InstructionError(f"{cmd} --{name} has no value", f"write --{name}=VALUE")
         if "chmod" in flags:
-            raise _Fail(
+            raise InstructionError(
                 f"{cmd} --chmod requires BuildKit, and the classic builder (Docker 20.10 "
                 "through docker-py) builds this image",
                 "remove --chmod and set the mode with RUN chmod",
             )
-        words = _json_or_words(ins.rest)
+        words = json_or_words(ins.rest)
         if len(words) < 2:
-            raise _Fail(
+            raise InstructionError(
                 f"{cmd} needs at least one source and a destination", f"write {cmd} SRC... DEST"
             )
         # A heredoc source (BuildKit only) is inline text, not a file.
-        inline = [w for w in words[:-1] if _HEREDOC.match(w)]
-        words = [w for w in words[:-1] if not _HEREDOC.match(w)] + words[-1:]
+        inline = [w for w in words[:-1] if is_heredoc(w)]
+        words = [w for w in words[:-1] if not is_heredoc(w)] + words[-1:]
         if inline and len(words) == 1:
             return
         expanded = [expand(w, self.escape, vars_.lookup) for w in words]
@@ -1018,14 +560,18 @@ class _Builder:
         if origin is not None:
             for source in sources:
                 if _is_url(source):
-                    raise _Fail(f"source {source!r} can't be a URL for {cmd}", "use ADD or RUN")
+                    raise InstructionError(
+                        f"source {source!r} can't be a URL for {cmd}", "use ADD or RUN"
+                    )
             self._copy_from(origin, stage, stages)
             return
         count = 0
         for source in sources:
             if _is_url(source):
                 if ins.cmd == "copy":
-                    raise _Fail(f"source {source!r} can't be a URL for COPY", "use ADD for URLs")
+                    raise InstructionError(
+                        f"source {source!r} can't be a URL for COPY", "use ADD for URLs"
+                    )
                 count += 1  # ADD downloads it: no file of the source
                 continue
             matched = self._context_source(source, cmd)
@@ -1033,13 +579,13 @@ class _Builder:
             for files in matched:
                 stage.files.update(files)
         if count == 0:
-            raise _Fail(
+            raise InstructionError(
                 f"{cmd} has no source files: {' '.join(sources)} matches nothing in the build "
                 f"context {self.image.context!r}",
                 "add the files, fix the pattern, or check .dockerignore",
             )
         if count + len(inline) > 1 and not dest.endswith("/"):
-            raise _Fail(
+            raise InstructionError(
                 f"{cmd} copies several sources into {dest!r}",
                 "end the destination with / to make it a directory",
             )
@@ -1052,7 +598,7 @@ class _Builder:
         if found is None and _INDEX.match(origin):
             index = int(origin)
             if not 0 <= index < len(earlier):
-                raise _Fail(
+                raise InstructionError(
                     f"--from={origin}: there is no stage {index} before this one",
                     "stages count from 0; use an earlier stage's index or name",
                 )
@@ -1068,14 +614,14 @@ class _Builder:
             return self._glob(path)
         cleaned = go_clean(path) if path else "."
         if cleaned == ".." or cleaned.startswith("../"):
-            raise _Fail(
+            raise InstructionError(
                 f"{cmd} source {source!r} is outside the build context {self.image.context!r}",
                 "move the file into the context or widen the image's context in the config",
             )
         ok, files = context.source_files(cleaned)
         if not ok:
             why = "is excluded by .dockerignore" if self._ignored(cleaned) else "does not exist"
-            raise _Fail(
+            raise InstructionError(
                 f"{cmd} source {source!r} {why} in the build context {self.image.context!r}",
                 "add the file, fix the path, or check .dockerignore",
             )

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pachhook.config import ImageConfig
-from pachhook.dockerfile import analyze, image_inputs, parse
+from pachhook.dockerfile import analyze, image_inputs
 from pachhook.dockerignore import (
     BadPattern,
     compile_ignore,
@@ -24,6 +24,7 @@ from pachhook.dockerignore import (
     is_excluded,
     read_patterns,
 )
+from pachhook.dockerparse import parse
 from pachhook.errors import InputError
 
 
