@@ -4,14 +4,18 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 try:  # pytest puts tests/ on sys.path (no tests/__init__.py)
+    import e2e
     import services
 except ImportError:  # tests/ is a package
-    from tests import services  # type: ignore[no-redef]
+    from tests import e2e, services  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from test_deploy import Target
 
 # =========================================================================== #
 # Real Docker engine and registry (tests/services.py)
@@ -123,3 +127,41 @@ def auth_registry(
 
 
 # ======================================================= end of real services #
+
+
+# =========================================================================== #
+# The end-to-end repository (tests/e2e.py)
+# =========================================================================== #
+
+
+@pytest.fixture
+def e2e_repo(
+    tmp_path: Path,
+    pachd: Target,
+    project: str,
+    docker_engine: services.DockerEngine,
+    base_image: str,
+) -> Callable[..., e2e.Repo]:
+    """Factory: ``e2e_repo(app_registry, tools_registry=None, raw=True)`` makes the
+    two-image, four-pipeline repository in ``tmp_path / "repo"``, against the test's pachd
+    and project (fixtures of the test's module, see tests/test_deploy.py) and the engine.
+
+    The images are ``{app_registry}/{project}/app`` and ``{tools_registry}/{project}/tools``
+    (registry addresses, ``127.0.0.1:PORT``; tools in app's registry when not given).
+    The input repo ``raw`` is created first unless ``raw`` is false.
+    """
+
+    def make(app_registry: str, tools_registry: str | None = None, *, raw: bool = True) -> e2e.Repo:
+        if raw:
+            pachd.create_repo("raw", project)
+        return e2e.make_repo(
+            tmp_path / "repo",
+            pachd,
+            project,
+            f"{app_registry}/{project}/app",
+            f"{tools_registry or app_registry}/{project}/tools",
+            base_image,
+            docker_engine.host,
+        )
+
+    return make

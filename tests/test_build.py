@@ -14,6 +14,7 @@ import sys
 import tarfile
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,64 @@ def image_repo(
     return root
 
 
+def app_repo(root: Path, registry: str, prefix: str, **options: Any) -> tuple[str, Path]:
+    """The image `{registry}/{prefix}<unique>/app` (context folder app) and an
+    image_repo(root, ...) that builds it."""
+    name = f"{registry}/{unique(prefix)}/app"
+    return name, image_repo(root, {name: "app"}, **options)
+
+
+@dataclass
+class Builds:
+    """The session's registry and engine, with the environment of the code under test set
+    (docker_env), for a test's repositories under `tmp_path`."""
+
+    registry: services.Registry
+    client: docker.DockerClient
+    tmp_path: Path
+
+    def app_repo(self, prefix: str, **options: Any) -> tuple[str, Path]:
+        """One image in the session's registry, in the repository `tmp_path / "repo"`."""
+        return app_repo(self.tmp_path / "repo", self.registry.address, prefix, **options)
+
+    def in_image(self, reference: str, script: str) -> str:
+        return in_image(self.client, reference, script)
+
+
+@pytest.fixture
+def builds(
+    registry: services.Registry,
+    docker_env: dict[str, str],
+    client: docker.DockerClient,
+    tmp_path: Path,
+) -> Builds:
+    return Builds(registry, client, tmp_path)
+
+
+@dataclass
+class AuthBuild:
+    """One image in a registry with basic auth (user `pachhook`, password `token`), in the
+    repository `root`; `env` is the environment of the code under test, without credentials."""
+
+    registry: services.Registry
+    token: str
+    name: str
+    root: Path
+    env: dict[str, str]
+
+
+@pytest.fixture
+def auth_build(
+    auth_registry: Callable[[str, str], services.Registry],
+    docker_env: dict[str, str],
+    tmp_path: Path,
+) -> AuthBuild:
+    token = "tok-" + uuid.uuid4().hex
+    reg = auth_registry("pachhook", token)
+    name, root = app_repo(tmp_path / "repo", reg.address, "auth")
+    return AuthBuild(reg, token, name, root, docker_env)
+
+
 def pachhook(
     cwd: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -118,6 +177,26 @@ def pachhook(
         env=env if env is not None else dict(os.environ),
         timeout=300,
     )
+
+
+def build(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`pachhook run --no-deploy ARGS`, which must succeed."""
+    proc = pachhook(cwd, "run", "--no-deploy", *args, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def build_fails(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`pachhook run --no-deploy ARGS`, which must fail as a user should see it: exit 1,
+    no traceback."""
+    proc = pachhook(cwd, "run", "--no-deploy", *args, env=env)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    return proc
 
 
 def run_json(cwd: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -154,14 +233,8 @@ def image_ids(client: docker.DockerClient) -> set[str]:
 
 
 @pytest.mark.docker
-def test_commit_is_built_not_the_dirty_working_tree(
-    registry: services.Registry,
-    docker_env: dict[str, str],
-    client: docker.DockerClient,
-    tmp_path: Path,
-) -> None:
-    name = f"{registry.address}/{unique('dirty')}/app"
-    root = image_repo(tmp_path / "repo", {name: "app"})
+def test_commit_is_built_not_the_dirty_working_tree(builds: Builds) -> None:
+    name, root = builds.app_repo("dirty")
     (root / "app" / "run.sh").write_text("#!/bin/sh\necho run\n")
     (root / "app" / "run.sh").chmod(0o755)
     (root / "app" / "link").symlink_to("app.txt")
@@ -170,54 +243,41 @@ def test_commit_is_built_not_the_dirty_working_tree(
     (root / "app" / "app.txt").write_text("DIRTY, not committed\n")
     (root / "app" / "untracked.txt").write_text("untracked\n")
 
-    proc = pachhook(root, "run", "--no-deploy", "--all")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = build(root, "--all")
     tag = planned_tags(root, "--all")[name]
     reference = f"{name}:{tag}"
-    assert registry.has_manifest(registry_path(name), tag)
+    assert builds.registry.has_manifest(registry_path(name), tag)
     assert f"image {reference}: built" in proc.stdout
 
-    assert in_image(client, reference, "cat /ctx/app.txt /built.txt") == committed * 2
-    listing = in_image(client, reference, "ls -a /ctx").split()
+    assert builds.in_image(reference, "cat /ctx/app.txt /built.txt") == committed * 2
+    listing = builds.in_image(reference, "ls -a /ctx").split()
     assert "secret.txt" not in listing  # dropped by the ignore file
     assert "untracked.txt" not in listing  # not in the commit
-    assert in_image(client, reference, "test -x /ctx/run.sh && readlink /ctx/link") == "app.txt\n"
+    assert builds.in_image(reference, "test -x /ctx/run.sh && readlink /ctx/link") == "app.txt\n"
 
-    labels = client.images.get(reference).labels
+    labels = builds.client.images.get(reference).labels
     assert labels[LABEL_REVISION] == head
     assert labels[LABEL_SOURCE] == str(root)
     assert labels[LABEL_DIGEST].startswith(tag.removeprefix("ph-"))
 
 
 @pytest.mark.docker
-def test_working_tree_is_built_when_asked(
-    registry: services.Registry,
-    docker_env: dict[str, str],
-    client: docker.DockerClient,
-    tmp_path: Path,
-) -> None:
-    name = f"{registry.address}/{unique('wt')}/app"
-    root = image_repo(tmp_path / "repo", {name: "app"})
+def test_working_tree_is_built_when_asked(builds: Builds) -> None:
+    name, root = builds.app_repo("wt")
     committed_tag = planned_tags(root, "--all")[name]
     (root / "app" / "app.txt").write_text("from the working tree\n")
 
-    proc = pachhook(root, "run", "--no-deploy", "--all", "--working-tree")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    build(root, "--all", "--working-tree")
     tag = planned_tags(root, "--all", "--working-tree")[name]
     assert tag != committed_tag
-    assert in_image(client, f"{name}:{tag}", "cat /built.txt") == "from the working tree\n"
-    assert registry.tags(registry_path(name)) == [tag]
+    assert builds.in_image(f"{name}:{tag}", "cat /built.txt") == "from the working tree\n"
+    assert builds.registry.tags(registry_path(name)) == [tag]
 
 
 @pytest.mark.docker
-def test_dockerfile_outside_the_context(
-    registry: services.Registry,
-    docker_env: dict[str, str],
-    client: docker.DockerClient,
-    tmp_path: Path,
-) -> None:
-    name = f"{registry.address}/{unique('outside')}/app"
-    root = tmp_path / "repo"
+def test_dockerfile_outside_the_context(builds: Builds) -> None:
+    name = f"{builds.registry.address}/{unique('outside')}/app"
+    root = builds.tmp_path / "repo"
     helpers.init_repo(root)
     helpers.commit(
         root,
@@ -229,11 +289,10 @@ def test_dockerfile_outside_the_context(
             "app/app.txt": "hello\n",
         },
     )
-    proc = pachhook(root, "run", "--no-deploy", "--all")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    build(root, "--all")
     tag = planned_tags(root, "--all")[name]
     # The Dockerfile travels in the context under a hidden name that COPY never sees.
-    assert in_image(client, f"{name}:{tag}", "ls -A /ctx") == "app.txt\n"
+    assert builds.in_image(f"{name}:{tag}", "ls -A /ctx") == "app.txt\n"
 
 
 # -- tags: stable, skipped when present, never reused ----------------------------------------------
@@ -241,11 +300,9 @@ def test_dockerfile_outside_the_context(
 
 @pytest.mark.docker
 def test_digest_tags_are_stable_across_clones_and_a_second_run_builds_nothing(
-    registry: services.Registry,
-    docker_env: dict[str, str],
-    client: docker.DockerClient,
-    tmp_path: Path,
+    builds: Builds,
 ) -> None:
+    tmp_path, registry = builds.tmp_path, builds.registry
     prefix = unique("clones")
     names = {f"{registry.address}/{prefix}/one": "one", f"{registry.address}/{prefix}/two": "two"}
     origin = image_repo(tmp_path / "origin", names)
@@ -260,65 +317,53 @@ def test_digest_tags_are_stable_across_clones_and_a_second_run_builds_nothing(
 
     first = run_json(clones[0], "--all")
     assert set(statuses(first).values()) == {"built"}
-    before = image_ids(client)
+    before = image_ids(builds.client)
 
     for repo in (clones[0], clones[1]):  # the same clone again, and another clone
         again = run_json(repo, "--all")
         assert set(statuses(again).values()) == {"exists"}, again
         assert again["run"]["error"] is None
-    assert image_ids(client) == before  # the engine built nothing
+    assert image_ids(builds.client) == before  # the engine built nothing
     for name, tag in tags.items():
         assert registry.tags(registry_path(name)) == [tag]
 
 
 @pytest.mark.docker
-def test_end_to_end_run_no_deploy(
-    registry: services.Registry,
-    docker_env: dict[str, str],
-    client: docker.DockerClient,
-    tmp_path: Path,
-) -> None:
+def test_end_to_end_run_no_deploy(builds: Builds) -> None:
     """The command a user types, in a repository whose image is `127.0.0.1:PORT/demo/app`:
     once builds, twice builds nothing, a commit that touches one image rebuilds that one."""
+    registry = builds.registry
     app = f"{registry.address}/demo/app"
     other = f"{registry.address}/demo/{unique('other')}"
     root = image_repo(
-        tmp_path / "repo",
+        builds.tmp_path / "repo",
         {app: "app", other: "other"},
         files={"pipelines/app.json": helpers.spec("app", app, "raw")},
         extra_config="jobs = 2",
     )
-    first = pachhook(root, "run", "--no-deploy", "--all")
-    assert first.returncode == 0, first.stdout + first.stderr
+    first = build(root, "--all")
     assert first.stdout.count(": built in ") == 2
     assert "pipelines not updated (--no-deploy)" in first.stdout
 
-    second = pachhook(root, "run", "--no-deploy", "--all")
-    assert second.returncode == 0, second.stdout + second.stderr
+    second = build(root, "--all")
     assert ": built in " not in second.stdout
     assert second.stdout.count(": exists in ") == 2
 
     old = planned_tags(root, "--all")
     helpers.commit(root, "touch app", {"app/app.txt": "changed\n"})
-    third = pachhook(root, "run", "--no-deploy", "--from", "HEAD~1")
-    assert third.returncode == 0, third.stdout + third.stderr
+    third = build(root, "--from", "HEAD~1")
     new = planned_tags(root, "--all")
     assert new[other] == old[other] and new[app] != old[app]
     assert f"image {app}:{new[app]}: built" in third.stdout
     assert other not in third.stdout.split("pipelines (upstream first)")[1]
     assert registry.tags("demo/app") == sorted([old[app], new[app]])
-    assert in_image(client, f"{app}:{new[app]}", "cat /built.txt") == "changed\n"
+    assert builds.in_image(f"{app}:{new[app]}", "cat /built.txt") == "changed\n"
 
 
 @pytest.mark.docker
-def test_a_tag_that_holds_other_content_is_refused(
-    registry: services.Registry,
-    docker_env: dict[str, str],
-    client: docker.DockerClient,
-    tmp_path: Path,
-) -> None:
-    name = f"{registry.address}/{unique('taken')}/app"
-    root = image_repo(tmp_path / "repo", {name: "app"})
+def test_a_tag_that_holds_other_content_is_refused(builds: Builds) -> None:
+    tmp_path, registry, client = builds.tmp_path, builds.registry, builds.client
+    name, root = builds.app_repo("taken")
     tag = planned_tags(root, "--all")[name]
     # Someone else's image under the very tag pachhook would push.
     (tmp_path / "other").mkdir()
@@ -328,46 +373,34 @@ def test_a_tag_that_holds_other_content_is_refused(
         assert "error" not in chunk, chunk
     digest = registry.manifest_digest(registry_path(name), tag)
 
-    proc = pachhook(root, "run", "--no-deploy", "--all")
-    assert proc.returncode == 1
+    proc = build_fails(root, "--all")
     assert f"already has tag {tag} for other content" in proc.stdout
-    assert "Traceback" not in proc.stderr
     assert registry.manifest_digest(registry_path(name), tag) == digest  # not overwritten
 
 
 @pytest.mark.docker
-def test_git_sha_policy_tags_with_the_last_commit_touching_the_image(
-    registry: services.Registry, docker_env: dict[str, str], tmp_path: Path
-) -> None:
-    name = f"{registry.address}/{unique('sha')}/app"
-    root = image_repo(tmp_path / "repo", {name: "app"}, extra_config='tag_policy = "git-sha"')
+def test_git_sha_policy_tags_with_the_last_commit_touching_the_image(builds: Builds) -> None:
+    name, root = builds.app_repo("sha", extra_config='tag_policy = "git-sha"')
     touching = helpers.git(root, "rev-parse", "HEAD")
     helpers.commit(root, "docs only", {"README.md": "not an input\n"})
     assert planned_tags(root, "--all")[name] == touching
 
-    proc = pachhook(root, "run", "--no-deploy", "--all")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert registry.tags(registry_path(name)) == [touching]
+    build(root, "--all")
+    assert builds.registry.tags(registry_path(name)) == [touching]
 
 
 # -- failures: one line, a hint, exit 1, nothing unverified pushed ---------------------------------
 
 
 @pytest.mark.docker
-def test_failing_step_is_named_and_its_log_kept(
-    registry: services.Registry, docker_env: dict[str, str], tmp_path: Path
-) -> None:
-    name = f"{registry.address}/{unique('fails')}/app"
-    root = image_repo(
-        tmp_path / "repo",
-        {name: "app"},
+def test_failing_step_is_named_and_its_log_kept(builds: Builds) -> None:
+    name, root = builds.app_repo(
+        "fails",
         files={
             "app/Dockerfile": f"FROM {BASE}\nCOPY app.txt /\nRUN echo marker-before-failure && false\n"
         },
     )
-    proc = pachhook(root, "run", "--no-deploy", "--all")
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
+    proc = build_fails(root, "--all")
     failure = next(line for line in proc.stdout.splitlines() if ": failed in " in line)
     assert "build failed at step 3/6 (RUN echo marker-before-failure && false)" in failure
     assert "returned a non-zero code: 1" in failure
@@ -379,16 +412,14 @@ def test_failing_step_is_named_and_its_log_kept(
     entry = json.loads((root / ".git" / "pachhook" / "runs.jsonl").read_text().splitlines()[-1])
     assert entry["images"][0]["status"] == "failed"
     assert entry["images"][0]["log_path"] == str(logs[0])
-    assert registry.tags(registry_path(name)) == []
+    assert builds.registry.tags(registry_path(name)) == []
 
 
 @pytest.mark.docker
 def test_registry_on_a_closed_port(docker_env: dict[str, str], tmp_path: Path) -> None:
     name = f"127.0.0.1:{services.free_port()}/demo/app"
     root = image_repo(tmp_path / "repo", {name: "app"})
-    proc = pachhook(root, "run", "--no-deploy", "--all")
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
+    proc = build_fails(root, "--all")
     assert "unreachable (connection refused); check that it is running" in proc.stdout
 
 
@@ -398,11 +429,8 @@ def test_engine_unreachable(
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    name = f"{registry.address}/{unique('noengine')}/app"
-    root = image_repo(tmp_path / "repo", {name: "app"})
-    proc = pachhook(root, "run", "--no-deploy", "--all")
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
+    _, root = app_repo(tmp_path / "repo", registry.address, "noengine")
+    proc = build_fails(root, "--all")
     assert (
         f"Docker engine at unix://{tmp_path}/no-engine.sock unreachable (no socket there); "
         "is dockerd running? check DOCKER_HOST" in proc.stdout
@@ -411,34 +439,26 @@ def test_engine_unreachable(
 
 @pytest.mark.docker
 def test_htpasswd_registry_wrong_then_right_credentials_and_no_token_anywhere(
-    auth_registry: Callable[[str, str], services.Registry],
-    docker_env: dict[str, str],
-    tmp_path: Path,
+    auth_build: AuthBuild,
 ) -> None:
-    token = "tok-" + uuid.uuid4().hex
+    reg, token, name, root = auth_build.registry, auth_build.token, auth_build.name, auth_build.root
     wrong = "wrong-" + uuid.uuid4().hex
-    reg = auth_registry("pachhook", token)
-    name = f"{reg.address}/{unique('auth')}/app"
-    root = image_repo(tmp_path / "repo", {name: "app"})
     outputs = []
 
-    anonymous = pachhook(root, "run", "--no-deploy", "--all")
-    assert anonymous.returncode == 1
+    anonymous = build_fails(root, "--all")
     assert f"registry {reg.address} asks for credentials" in anonymous.stdout
 
-    env = {**docker_env, "DOCKERHUB_USERNAME": "pachhook", "DOCKERHUB_TOKEN": wrong}
-    refused = pachhook(root, "run", "--no-deploy", "--all", env=env)
-    assert refused.returncode == 1
+    env = {**auth_build.env, "DOCKERHUB_USERNAME": "pachhook", "DOCKERHUB_TOKEN": wrong}
+    refused = build_fails(root, "--all", env=env)
     assert f"registry {reg.address} refused the credentials" in refused.stdout
     assert "DOCKERHUB_USERNAME and DOCKERHUB_TOKEN" in refused.stdout
     outputs += [refused.stdout, refused.stderr]
 
     env["DOCKERHUB_TOKEN"] = token
-    accepted = pachhook(root, "run", "--no-deploy", "--all", env=env)
-    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    accepted = build(root, "--all", env=env)
     tag = planned_tags(root, "--all")[name]
     assert reg.has_manifest(registry_path(name), tag)
-    again = pachhook(root, "run", "--no-deploy", "--all", "--json", env=env)
+    again = build(root, "--all", "--json", env=env)
     assert {i["status"] for i in json.loads(again.stdout)["run"]["images"]} == {"exists"}
     outputs += [accepted.stdout, accepted.stderr, again.stdout, again.stderr]
 
@@ -449,18 +469,11 @@ def test_htpasswd_registry_wrong_then_right_credentials_and_no_token_anywhere(
 
 
 @pytest.mark.docker
-def test_push_errors_inside_the_stream_are_caught(
-    auth_registry: Callable[[str, str], services.Registry],
-    docker_env: dict[str, str],
-    tmp_path: Path,
-) -> None:
+def test_push_errors_inside_the_stream_are_caught(auth_build: AuthBuild) -> None:
     """`exists` is skipped here, so the engine itself meets the refusal, in the middle of
     a push stream whose HTTP status is 200."""
-    token = "tok-" + uuid.uuid4().hex
-    reg = auth_registry("pachhook", token)
-    name = f"{reg.address}/{unique('stream')}/app"
-    root = image_repo(tmp_path / "repo", {name: "app"})
-    env = {**docker_env, "DOCKERHUB_USERNAME": "pachhook", "DOCKERHUB_TOKEN": "not-" + token}
+    reg, token, name, root = auth_build.registry, auth_build.token, auth_build.name, auth_build.root
+    env = {**auth_build.env, "DOCKERHUB_USERNAME": "pachhook", "DOCKERHUB_TOKEN": "not-" + token}
     repo = Repo.discover(root)
     planned = plan_selection(repo, Selection(everything=True), env)
     assert planned.workspace is not None
@@ -632,17 +645,16 @@ def test_disk_full_is_one_line_with_a_hint(
         services.ensure_base_image(engine)
         monkeypatch.setenv("DOCKER_HOST", engine.host)
         monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-        name = f"{registry.address}/{unique('full')}/app"
-        repo = image_repo(
+        name, repo = app_repo(
             tmp_path / "repo",
-            {name: "app"},
+            registry.address,
+            "full",
             files={
                 "app/Dockerfile": f"FROM {BASE}\nCOPY big.bin /\n",
                 "app/big.bin": os.urandom(60 << 20),
             },
         )
-        too_big = pachhook(repo, "run", "--no-deploy", "--all")
-        assert too_big.returncode == 1 and "Traceback" not in too_big.stderr
+        too_big = build_fails(repo, "--all")
         assert (
             f"build ran out of disk space (no space left on device); {DISK_HINT}" in too_big.stdout
         )
@@ -653,8 +665,7 @@ def test_disk_full_is_one_line_with_a_hint(
             "fill the disk in a RUN step",
             {"app/Dockerfile": f"FROM {BASE}\nRUN dd if=/dev/zero of=/fill bs=1M count=80\n"},
         )
-        filled = pachhook(repo, "run", "--no-deploy", "--all")
-        assert filled.returncode == 1 and "Traceback" not in filled.stderr
+        filled = build_fails(repo, "--all")
         assert "build ran out of disk space at step 2/5 (RUN dd if=/dev/zero" in filled.stdout
         assert "No space left on device" in filled.stderr  # the end of the log is shown
         assert registry.tags(registry_path(name)) == []

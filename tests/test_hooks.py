@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -43,16 +43,16 @@ from pachhook.selection import Selection
 
 try:  # tests/ on sys.path (pytest's default import mode)
     import services
+    from e2e import Repo as E2ERepo
+    from e2e import first_run
     from helpers import GIT_ENV, commit, git, init_repo, spec, write
     from test_deploy import DoubleTarget, Target, closed_port, pachd, project
-    from test_run_e2e import Repo as E2ERepo
-    from test_run_e2e import first_run, make_repo
 except ModuleNotFoundError:  # tests/ imported as a package
     from tests import services  # type: ignore[no-redef]
+    from tests.e2e import Repo as E2ERepo
+    from tests.e2e import first_run
     from tests.helpers import GIT_ENV, commit, git, init_repo, spec, write
     from tests.test_deploy import DoubleTarget, Target, closed_port, pachd, project
-    from tests.test_run_e2e import Repo as E2ERepo
-    from tests.test_run_e2e import first_run, make_repo
 
 __all__ = ["pachd", "project"]  # fixtures, used by name
 
@@ -737,26 +737,16 @@ def test_the_push_process_is_found_from_a_hook(tmp_path: Path) -> None:
 
 # -- end to end: the real engine and registry ---------------------------------------------------
 
+E2E = tuple[E2ERepo, Path, services.Registry]  # the repository, its remote, its registry
+
 
 @pytest.fixture
 def e2e(
-    tmp_path: Path,
-    pachd: Target,
-    project: str,
-    docker_engine: services.DockerEngine,
-    registry: services.Registry,
-    base_image: str,
-) -> Iterator[tuple[E2ERepo, Path, services.Registry]]:
-    pachd.create_repo("raw", project)
-    repo = make_repo(
-        tmp_path / "repo",
-        pachd,
-        project,
-        f"{registry.address}/{project}/app",
-        f"{registry.address}/{project}/tools",
-        base_image,
-        docker_engine.host,
-    )
+    tmp_path: Path, registry: services.Registry, e2e_repo: Callable[..., E2ERepo]
+) -> Iterator[E2E]:
+    """The end-to-end repository (post-push timeout 60 s) after its first run, its main
+    pushed to `origin`, a bare remote; with that remote and the registry of its images."""
+    repo = e2e_repo(registry.address)
     toml = (repo.root / "pachhook.toml").read_text()
     write(repo.root, {"pachhook.toml": toml + "\n[hooks]\npost_push_timeout = 60\n"})
     git(repo.root, "commit", "-q", "-a", "--amend", "--no-edit")
@@ -767,29 +757,40 @@ def e2e(
     yield repo, remote, registry
 
 
+@pytest.fixture
+def installed(e2e: E2E) -> E2E:
+    """The same, with pachhook's pre-push hook installed."""
+    repo, _, _ = e2e
+    assert repo.ok("install").stdout.startswith("pre-push: installed")
+    return e2e
+
+
+def push_in_background(repo: E2ERepo, *, stdout: int) -> subprocess.Popen[str]:
+    """`git push origin main` in the repository, started and not waited for; its standard
+    error is piped."""
+    return subprocess.Popen(
+        ["git", "push", "origin", "main"],
+        cwd=repo.root,
+        env=repo.env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def image_ref(repo: E2ERepo, name: str, trigger: str = "pre-push") -> str:
     run = [r for r in runs(repo.root) if r["trigger"] == trigger][-1]
     return next(i["reference"] for i in run["images"] if i["name"] == name)
 
 
 @pytest.mark.docker
-def test_a_push_builds_at_pre_push_and_deploys_only_after_it_landed(
-    e2e: tuple[E2ERepo, Path, services.Registry],
-) -> None:
-    repo, remote, registry = e2e
-    assert repo.ok("install").stdout.startswith("pre-push: installed")
+def test_a_push_builds_at_pre_push_and_deploys_only_after_it_landed(installed: E2E) -> None:
+    repo, remote, registry = installed
     # The remote takes its time to accept: a deploy that did not wait would show.
     remote_hook(remote, "pre-receive", "cat >/dev/null\nsleep 2\n")
     sha = commit(repo.root, "code", {"app/main.sh": "echo clean v2\n"})
     started = time.monotonic()
-    proc = subprocess.Popen(
-        ["git", "push", "origin", "main"],
-        cwd=repo.root,
-        env=repo.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = push_in_background(repo, stdout=subprocess.PIPE)
     landed = deployed = None
     while deployed is None and time.monotonic() - started < 120:
         now = time.monotonic()
@@ -823,11 +824,8 @@ def test_a_push_builds_at_pre_push_and_deploys_only_after_it_landed(
 
 
 @pytest.mark.docker
-def test_a_rejected_non_fast_forward_push_updates_no_pipeline(
-    e2e: tuple[E2ERepo, Path, services.Registry],
-) -> None:
-    repo, remote, _ = e2e
-    repo.ok("install")
+def test_a_rejected_non_fast_forward_push_updates_no_pipeline(installed: E2E) -> None:
+    repo, remote, _ = installed
     git(remote, "config", "receive.denyNonFastForwards", "true")
     commit(repo.root, "code", {"app/main.sh": "echo clean v2\n"})
     assert push(repo.root, "-q", "--no-verify", "origin", "main", env=repo.env).returncode == 0
@@ -844,10 +842,9 @@ def test_a_rejected_non_fast_forward_push_updates_no_pipeline(
 
 @pytest.mark.docker
 def test_a_push_of_two_branches_builds_both_and_deploys_only_the_deploy_branch(
-    e2e: tuple[E2ERepo, Path, services.Registry],
+    installed: E2E,
 ) -> None:
-    repo, _, registry = e2e
-    repo.ok("install")
+    repo, _, registry = installed
     git(repo.root, "checkout", "-q", "-b", "feature")
     commit(repo.root, "tools", {"tools/tool.sh": "echo tools v2\n"})
     git(repo.root, "checkout", "-q", "main")
@@ -875,9 +872,7 @@ def test_a_push_of_two_branches_builds_both_and_deploys_only_the_deploy_branch(
 
 
 @pytest.mark.docker
-def test_a_push_with_nothing_relevant_contacts_nothing(
-    e2e: tuple[E2ERepo, Path, services.Registry],
-) -> None:
+def test_a_push_with_nothing_relevant_contacts_nothing(e2e: E2E) -> None:
     repo, _, _ = e2e
     env = {**repo.env, "DOCKER_HOST": f"unix://{repo.root.parent}/no-engine.sock"}
     docs = {"README.md": "# data project\n\nMore.\n"}
@@ -904,23 +899,13 @@ def test_a_push_with_nothing_relevant_contacts_nothing(
 
 
 @pytest.mark.docker
-def test_a_push_while_another_run_holds_the_lock_waits(
-    e2e: tuple[E2ERepo, Path, services.Registry],
-) -> None:
-    repo, _, _ = e2e
-    repo.ok("install")
+def test_a_push_while_another_run_holds_the_lock_waits(installed: E2E) -> None:
+    repo, _, _ = installed
     commit(repo.root, "code", {"app/main.sh": "echo clean v2\n"})
     state = repo.root / ".git" / "pachhook"
     lines: list[str] = []
     with run_lock(state, "a test holding the lock"):
-        proc = subprocess.Popen(
-            ["git", "push", "origin", "main"],
-            cwd=repo.root,
-            env=repo.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = push_in_background(repo, stdout=subprocess.DEVNULL)
         assert proc.stderr is not None
 
         def read(stream: IO[str]) -> None:
@@ -1033,7 +1018,7 @@ def test_through_pre_commit_a_spec_change_deploys_after_the_push(
 
 @pytest.mark.docker
 def test_through_pre_commit_a_push_builds_then_deploys(
-    e2e: tuple[E2ERepo, Path, services.Registry],
+    e2e: E2E,
     hook_repository: tuple[Path, str],
     pre_commit_home: Path,
 ) -> None:

@@ -2,8 +2,8 @@
 Docker engine and registry (tests/conftest.py) and the pachd double, or the cluster
 named by PACHHOOK_TEST_PACHD (see tests/test_deploy.py).
 
-The repository has two images and four pipelines in a DAG, in JSON and in a
-multi-document YAML file:
+The repository (tests/e2e.py) has two images and four pipelines in a DAG, in JSON and in
+a multi-document YAML file:
 
     raw -> clean (app) -> features (app) -> report (tools)
                        -> stats (tools)  ->
@@ -16,12 +16,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,16 +28,17 @@ import pytest
 
 try:  # tests/ on sys.path (pytest's default import mode)
     import services
-    from helpers import GIT_ENV, commit, init_repo, write
+    from e2e import PACHHOOK, Repo, first_run, make_repo
+    from helpers import commit
     from test_deploy import DoubleTarget, Target, closed_port, pachd, project
 except ModuleNotFoundError:  # tests/ imported as a package
     from tests import services  # type: ignore[no-redef]
-    from tests.helpers import GIT_ENV, commit, init_repo, write
+    from tests.e2e import PACHHOOK, Repo, first_run, make_repo
+    from tests.helpers import commit
     from tests.test_deploy import DoubleTarget, Target, closed_port, pachd, project
 
-__all__ = ["pachd", "project"]  # fixtures, used by name
-
-PACHHOOK = str(Path(sys.executable).with_name("pachhook"))
+# pachd and project: fixtures, used by name; PACHHOOK, Repo, first_run: for tests/test_watch.py
+__all__ = ["PACHHOOK", "Repo", "first_run", "pachd", "project"]
 
 
 # -- a registry of the test's own, that can be stopped or made read-only --------------------
@@ -106,142 +105,12 @@ def own_registry(tmp_path: Path) -> Iterator[OwnRegistry]:
         services.remove_tree(registry.root)
 
 
-# -- the repository ---------------------------------------------------------------------------
-
-
-@dataclass
-class Repo:
-    root: Path
-    env: dict[str, str]
-    pachd: Target
-    project: str
-    app: str  # image names, as in pachhook.toml
-    tools: str
-    seconds: float = 0.0  # wall time of the last run
-
-    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        """The real command, in a process of its own; also timed."""
-        started = time.monotonic()
-        proc = subprocess.run(
-            [PACHHOOK, *args],
-            cwd=self.root,
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        self.seconds = time.monotonic() - started
-        return proc
-
-    def ok(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        proc = self.run(*args, **env)
-        assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        return proc
-
-    def versions(self) -> dict[str, int]:
-        return {name: p.version for name, p in self.pachd.pipelines(self.project).items()}
-
-    def images(self) -> dict[str, str]:
-        return {name: p.image for name, p in self.pachd.pipelines(self.project).items()}
-
-    def last_run(self) -> dict[str, Any]:
-        lines = (self.root / ".git" / "pachhook" / "runs.jsonl").read_text().splitlines()
-        return json.loads(lines[-1])
-
-    def change(self, files: dict[str, Any], message: str = "change") -> None:
-        commit(self.root, message, files)
-
-
-def pipeline_specs(app: str, tools: str) -> dict[str, Any]:
-    def spec(name: str, image: str, *inputs: str) -> dict[str, Any]:
-        pfs = [{"pfs": {"repo": repo, "glob": "/*"}} for repo in inputs]
-        return {
-            "pipeline": {"name": name},
-            "transform": {"image": image, "cmd": ["sh", "/app/main.sh"]},
-            "input": pfs[0] if len(pfs) == 1 else {"cross": pfs},
-        }
-
-    stages = "\n---\n".join(
-        json.dumps(doc, indent=2)
-        for doc in (spec("features", app, "clean"), spec("stats", tools, "clean"))
-    )
-    return {
-        "pipelines/clean.json": spec("clean", app, "raw"),
-        # In file order `report` comes before the pipelines it reads.
-        "pipelines/report.json": spec("report", tools, "features", "stats"),
-        "pipelines/stages.yaml": "# two stages in one file\n" + stages + "\n",
-    }
-
-
-def make_repo(
-    path: Path, pachd: Target, project: str, app: str, tools: str, base_image: str, docker: str
-) -> Repo:
-    root = init_repo(path)
-    write(
-        root,
-        {
-            "pachhook.toml": f"""
-[pachyderm]
-project = "{project}"
-
-[[image]]
-name = "{app}"
-context = "app"
-
-[[image]]
-name = "{tools}"
-context = "tools"
-
-[pipelines]
-include = ["pipelines/*.json", "pipelines/*.yaml"]
-""",
-            "app/Dockerfile": f"FROM {base_image}\nCOPY main.sh /app/main.sh\n",
-            "app/main.sh": "echo clean v1\n",
-            "tools/Dockerfile": f"FROM {base_image}\nCOPY tool.sh /app/main.sh\n",
-            "tools/tool.sh": "echo tools v1\n",
-            "README.md": "# data project\n",
-            **pipeline_specs(app, tools),
-        },
-    )
-    commit(root, "initial")
-    home = path.parent / "home"
-    home.mkdir(exist_ok=True)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),  # no pachctl or docker config of the machine's user
-        "DOCKER_HOST": docker,
-        "PACHYDERM_CLUSTER_URL": pachd.address,
-        **GIT_ENV,
-    }
-    if pachd.token:
-        env["PACHYDERM_TOKEN"] = pachd.token
-    return Repo(root, env, pachd, project, app, tools)
+# -- the repository (tests/e2e.py) -------------------------------------------------------------
 
 
 @pytest.fixture
-def repo(
-    tmp_path: Path,
-    pachd: Target,
-    project: str,
-    docker_engine: services.DockerEngine,
-    registry: services.Registry,
-    base_image: str,
-) -> Repo:
-    pachd.create_repo("raw", project)
-    return make_repo(
-        tmp_path / "repo",
-        pachd,
-        project,
-        f"{registry.address}/{project}/app",
-        f"{registry.address}/{project}/tools",
-        base_image,
-        docker_engine.host,
-    )
-
-
-def first_run(repo: Repo) -> None:
-    repo.ok("run", "--all")
-    assert repo.versions() == {"clean": 1, "features": 1, "stats": 1, "report": 1}
+def repo(registry: services.Registry, e2e_repo: Callable[..., Repo]) -> Repo:
+    return e2e_repo(registry.address)
 
 
 def reset_calls(pachd: Target) -> None:
@@ -334,23 +203,9 @@ def test_a_spec_change_updates_only_that_pipeline(repo: Repo) -> None:
 
 @pytest.mark.docker
 def test_a_change_outside_every_context_contacts_nothing(
-    tmp_path: Path,
-    pachd: Target,
-    project: str,
-    own_registry: OwnRegistry,
-    docker_engine: services.DockerEngine,
-    base_image: str,
+    tmp_path: Path, pachd: Target, own_registry: OwnRegistry, e2e_repo: Callable[..., Repo]
 ) -> None:
-    pachd.create_repo("raw", project)
-    repo = make_repo(
-        tmp_path / "repo",
-        pachd,
-        project,
-        f"{own_registry.address}/{project}/app",
-        f"{own_registry.address}/{project}/tools",
-        base_image,
-        docker_engine.host,
-    )
+    repo = e2e_repo(own_registry.address)
     first_run(repo)
     repo.change({"README.md": "# data project\n\nMore words.\n", "docs/notes.md": "notes\n"})
     # Anything contacted would now fail the run: no registry, no engine; and the
@@ -403,25 +258,14 @@ def test_a_failure_on_one_pipeline_leaves_every_pipeline_at_its_old_version(repo
 
 @pytest.mark.docker
 def test_a_push_failure_updates_no_pipeline(
-    tmp_path: Path,
     pachd: Target,
     project: str,
     own_registry: OwnRegistry,
     registry: services.Registry,
-    docker_engine: services.DockerEngine,
-    base_image: str,
+    e2e_repo: Callable[..., Repo],
 ) -> None:
-    pachd.create_repo("raw", project)
     # app goes to a registry that will refuse pushes; tools to one that works.
-    repo = make_repo(
-        tmp_path / "repo",
-        pachd,
-        project,
-        f"{own_registry.address}/{project}/app",
-        f"{registry.address}/{project}/tools",
-        base_image,
-        docker_engine.host,
-    )
+    repo = e2e_repo(own_registry.address, registry.address)
     first_run(repo)
     before = repo.pachd.pipelines(project)
     own_registry.stop()
@@ -443,23 +287,9 @@ def test_a_push_failure_updates_no_pipeline(
 
 @pytest.mark.docker
 def test_a_spec_change_never_points_at_a_tag_the_registry_lost(
-    tmp_path: Path,
-    pachd: Target,
-    project: str,
-    own_registry: OwnRegistry,
-    docker_engine: services.DockerEngine,
-    base_image: str,
+    project: str, own_registry: OwnRegistry, e2e_repo: Callable[..., Repo]
 ) -> None:
-    pachd.create_repo("raw", project)
-    repo = make_repo(
-        tmp_path / "repo",
-        pachd,
-        project,
-        f"{own_registry.address}/{project}/app",
-        f"{own_registry.address}/{project}/tools",
-        base_image,
-        docker_engine.host,
-    )
+    repo = e2e_repo(own_registry.address)
     first_run(repo)
     tag = repo.images()["stats"].rsplit(":", 1)[1]
     # The registry is wiped (say, garbage-collected): the unchanged image is gone.
@@ -493,22 +323,9 @@ def test_a_wrong_token_fails_clearly_without_printing_it(repo: Repo) -> None:
 
 @pytest.mark.docker
 def test_a_missing_input_repo_is_named(
-    tmp_path: Path,
-    pachd: Target,
-    project: str,
-    registry: services.Registry,
-    docker_engine: services.DockerEngine,
-    base_image: str,
+    project: str, registry: services.Registry, e2e_repo: Callable[..., Repo]
 ) -> None:
-    repo = make_repo(
-        tmp_path / "repo",
-        pachd,
-        project,
-        f"{registry.address}/{project}/app",
-        f"{registry.address}/{project}/tools",
-        base_image,
-        docker_engine.host,
-    )
+    repo = e2e_repo(registry.address, raw=False)
     proc = repo.run("run", "--all")
     assert proc.returncode == 1
     assert f"input repo {project}/raw does not exist (needed by clean)" in proc.stdout
