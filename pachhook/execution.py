@@ -12,7 +12,7 @@ from pachhook.git import Repo
 from pachhook.lock import run_lock
 from pachhook.planning import Planned, plan_selection
 from pachhook.progress import BuildProgress
-from pachhook.report import plan_lines, record_lines
+from pachhook.report import outcome_line, plan_lines, record_lines
 from pachhook.run import Cluster, Images, RunOptions, RunRecord, execute
 from pachhook.selection import Selection
 
@@ -108,4 +108,8 @@ def run_planned(
     else:
         for line in record_lines(record):
             _out(line)
+        if record.error:
+            _err(f"pachhook: {outcome_line(record)}")
+        else:
+            _out(outcome_line(record))
     return record

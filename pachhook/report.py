@@ -70,12 +70,14 @@ def record_lines(record: RunRecord) -> list[str]:
     if record.transaction:
         lines.append(f"transaction {record.transaction}: {len(applied)} pipeline(s) applied")
     lines.extend(record.notes)
+    return lines
+
+
+def outcome_line(record: RunRecord) -> str:
     seconds = record.finished - record.started
     if record.error:
-        lines.append(f"failed after {seconds:.1f}s: {record.error}")
-    else:
-        lines.append(f"done in {seconds:.1f}s")
-    return lines
+        return f"failed after {seconds:.1f}s: {record.error}"
+    return f"done in {seconds:.1f}s"
 
 
 # -- the ledger, for `pachhook status` ----------------------------------------------------
