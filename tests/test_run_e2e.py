@@ -240,8 +240,8 @@ def test_a_failure_on_one_pipeline_leaves_every_pipeline_at_its_old_version(repo
     repo.change({"app/main.sh": "echo clean v2\n"})
     proc = repo.run("run", "--from", "HEAD~1")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"pipeline {repo.project}/features (pipelines/stages.yaml:" in proc.stdout
-    assert "admission webhook denied the pod; nothing was applied" in proc.stdout
+    assert f"pipeline {repo.project}/features (pipelines/stages.yaml:" in proc.stderr
+    assert "admission webhook denied the pod; nothing was applied" in proc.stderr
     assert repo.pachd.pipelines(repo.project) == before
     assert repo.pachd.double.open_transactions() == {}
     record = repo.last_run()
@@ -313,7 +313,7 @@ def test_a_wrong_token_fails_clearly_without_printing_it(repo: Repo) -> None:
     secret = "wrong-" + uuid.uuid4().hex
     proc = repo.run("run", "--from", "HEAD~1", PACHYDERM_TOKEN=secret)
     assert proc.returncode == 1
-    assert "refused the token from PACHYDERM_TOKEN" in proc.stdout
+    assert "refused the token from PACHYDERM_TOKEN" in proc.stderr
     assert "Traceback" not in proc.stderr
     ledger = (repo.root / ".git" / "pachhook" / "runs.jsonl").read_text()
     for text in (proc.stdout, proc.stderr, ledger):
@@ -328,7 +328,7 @@ def test_a_missing_input_repo_is_named(
     repo = e2e_repo(registry.address, raw=False)
     proc = repo.run("run", "--all")
     assert proc.returncode == 1
-    assert f"input repo {project}/raw does not exist (needed by clean)" in proc.stdout
+    assert f"input repo {project}/raw does not exist (needed by clean)" in proc.stderr
     assert repo.versions() == {}
 
 
@@ -380,11 +380,11 @@ def test_deploy_only_injected_failure_and_wrong_token(spec_repo: Repo) -> None:
     repo.pachd.double.fail_pipeline("clean", "etcd is down", project=repo.project, at="queue")
     proc = repo.run("run", "--from", "HEAD~1")
     assert proc.returncode == 1
-    assert f"pipeline {repo.project}/clean (pipelines/clean.json:1)" in proc.stdout
+    assert f"pipeline {repo.project}/clean (pipelines/clean.json:1)" in proc.stderr
     assert repo.versions() == {"clean": 1, "features": 1, "stats": 1, "report": 1}
 
     secret = "wrong-" + uuid.uuid4().hex
     proc = repo.run("run", "--from", "HEAD~1", PACHYDERM_TOKEN=secret)
     assert proc.returncode == 1
-    assert "refused the token" in proc.stdout
+    assert "refused the token" in proc.stderr
     assert secret not in proc.stdout + proc.stderr
