@@ -316,6 +316,11 @@ def _env_config(env: Mapping[str, str]) -> Config:
     return parse("(environment)", "", env)._replace(path=None)
 
 
+def has_tool_table(pyproject_text: str) -> bool:
+    """Whether a pyproject.toml holds pachhook's table (`[tool.pachhook]` or a sub-table)."""
+    return re.search(r"^\s*\[\[?\s*tool\s*\.\s*pachhook\b", pyproject_text, re.M) is not None
+
+
 def load(read: Callable[[str], bytes | None], env: Mapping[str, str]) -> Config:
     """The config of a source: `read` returns a repository file's bytes or None."""
     data = read("pachhook.toml")
@@ -324,6 +329,6 @@ def load(read: Callable[[str], bytes | None], env: Mapping[str, str]) -> Config:
     data = read("pyproject.toml")
     if data is not None:
         text = data.decode("utf-8", errors="replace")
-        if re.search(r"^\s*\[\s*tool\s*\.\s*pachhook\b", text, re.M):
+        if has_tool_table(text):
             return parse("pyproject.toml", text, env)
     return _env_config(env)

@@ -15,8 +15,12 @@ from tests.helpers import commit, git, init_repo, spec
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "housing-prices"
 
 
-def pachhook(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PACHYDERM_", "DOCKER_IMAGE"))}
+def pachhook(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PACHYDERM_", "DOCKER_IMAGE"))
+    }
     return subprocess.run(
         [sys.executable, "-m", "pachhook", *args],
         cwd=cwd,
@@ -36,7 +40,9 @@ def example(tmp_path: Path) -> Path:
 
 def test_plan_json_contract(example: Path):
     base = git(example, "rev-parse", "HEAD")
-    commit(example, "tune", {"src/utils.py": (example / "src/utils.py").read_text() + "\n# tuned\n"})
+    commit(
+        example, "tune", {"src/utils.py": (example / "src/utils.py").read_text() + "\n# tuned\n"}
+    )
     out = pachhook(example, "plan", "--from", base, "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -66,7 +72,9 @@ def test_plan_human_lines(example: Path):
 
 def test_change_no_image_copies_is_nothing_to_do(example: Path):
     base = git(example, "rev-parse", "HEAD")
-    commit(example, "more data", {"data/housing-simplified-1.csv": "RM\n1\n", "README.md": "changed\n"})
+    commit(
+        example, "more data", {"data/housing-simplified-1.csv": "RM\n1\n", "README.md": "changed\n"}
+    )
     out = pachhook(example, "plan", "--from", base, "--json")
     data = json.loads(out.stdout)
     assert out.returncode == 0
@@ -77,12 +85,23 @@ def test_change_no_image_copies_is_nothing_to_do(example: Path):
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        ({"pachhook.toml": "jobs = 0\n"}, "pachhook: pachhook.toml:1: jobs: got 0; expected a whole number"),
-        ({"regression.json": '{"pipeline": {"name": "regression"},\n "transform": {'}, "pachhook: regression.json:2: not valid JSON"),
-        ({"Dockerfile": None}, "pachhook: pachhook.toml: image[0].dockerfile: 'Dockerfile' of image docker.io/acme/housing-prices does not exist"),
+        (
+            {"pachhook.toml": "jobs = 0\n"},
+            "pachhook: pachhook.toml:1: jobs: got 0; expected a whole number",
+        ),
+        (
+            {"regression.json": '{"pipeline": {"name": "regression"},\n "transform": {'},
+            "pachhook: regression.json:2: not valid JSON",
+        ),
+        (
+            {"Dockerfile": None},
+            "pachhook: pachhook.toml: image[0].dockerfile: 'Dockerfile' of image docker.io/acme/housing-prices does not exist",
+        ),
     ],
 )
-def test_bad_input_one_line_exit_2_no_traceback(example: Path, files: dict[str, str | None], message: str):
+def test_bad_input_one_line_exit_2_no_traceback(
+    example: Path, files: dict[str, str | None], message: str
+):
     for name, text in files.items():
         if text is None:
             (example / name).unlink()
@@ -114,7 +133,9 @@ def test_deps_and_explain(example: Path):
     out = pachhook(example, "deps", "docker.io/acme/housing-prices", "--json")
     data = json.loads(out.stdout)
     assert data["image"] == "docker.io/acme/housing-prices"
-    assert {"Dockerfile", ".dockerignore", "src/regression.py", "src/utils.py"} <= set(data["inputs"])
+    assert {"Dockerfile", ".dockerignore", "src/regression.py", "src/utils.py"} <= set(
+        data["inputs"]
+    )
     plain = pachhook(example, "deps", "acme/housing-prices").stdout.split()
     assert plain == data["inputs"]
     out = pachhook(example, "deps", "nope/nope")
@@ -144,12 +165,17 @@ def test_init_discovers_and_never_overwrites(tmp_path: Path):
     again = pachhook(root, "init")
     assert again.returncode == 2 and "already exists" in again.stderr
     (root / "pachhook.toml").write_text("# mine\n")
-    assert pachhook(root, "init").returncode == 2 and (root / "pachhook.toml").read_text() == "# mine\n"
+    assert (
+        pachhook(root, "init").returncode == 2
+        and (root / "pachhook.toml").read_text() == "# mine\n"
+    )
     assert pachhook(root, "init", "--force").returncode == 0
     assert (root / "pachhook.toml").read_text() == text
     plan = pachhook(root, "plan", "--all", "--working-tree", "--json")
     assert plan.returncode == 0, plan.stderr
-    assert [p["image"].split(":")[0] for p in json.loads(plan.stdout)["pipelines"]] == ["docker.io/team/app"] * 2
+    assert [p["image"].split(":")[0] for p in json.loads(plan.stdout)["pipelines"]] == [
+        "docker.io/team/app"
+    ] * 2
 
 
 def test_seed_variables_plan_without_config(tmp_path: Path):
@@ -163,7 +189,21 @@ def test_seed_variables_plan_without_config(tmp_path: Path):
             "regression.json": spec("regression", "pachyderm/housing-prices:abc", "housing_data"),
         },
     )
-    env = {"DOCKER_IMAGE_TAG": "pachyderm/housing-prices", "PACHYDERM_PIPELINE_FILES": "regression.json"}
+    env = {
+        "DOCKER_IMAGE_TAG": "pachyderm/housing-prices",
+        "PACHYDERM_PIPELINE_FILES": "regression.json",
+    }
     data = json.loads(pachhook(root, "plan", "--all", "--json", env=env).stdout)
     assert data["images"][0]["name"] == "pachyderm/housing-prices"
     assert data["pipelines"][0]["image"] == "pachyderm/housing-prices:" + data["images"][0]["tag"]
+
+
+def test_init_respects_a_pyproject_table(tmp_path: Path):
+    root = init_repo(tmp_path / "py")
+    table = '[project]\nname = "x"\n\n[[tool.pachhook.image]]\nname = "docker.io/team/app"\ncontext = "app"\n'
+    commit(root, "start", {"pyproject.toml": table, "app/Dockerfile": "FROM scratch\nCOPY . /\n"})
+    out = pachhook(root, "init")
+    assert out.returncode == 2 and "already holds [tool.pachhook]" in out.stderr
+    assert not (root / "pachhook.toml").exists()
+    assert pachhook(root, "init", "--force").returncode == 0
+    assert (root / "pachhook.toml").exists()

@@ -21,6 +21,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pachhook.config import has_tool_table
     from pachhook.init import discover_config
 
     found = repo()
@@ -32,6 +33,16 @@ def run(args: argparse.Namespace) -> int:
     if target.exists() and not args.force:
         raise InputError(
             f"{target}: already exists; edit it, or run pachhook init --force to replace it"
+        )
+    pyproject = found.root / "pyproject.toml"
+    if (
+        not args.force
+        and pyproject.exists()
+        and has_tool_table(pyproject.read_text(errors="replace"))
+    ):
+        raise InputError(
+            f"{pyproject}: already holds [tool.pachhook]; edit it, or run pachhook init --force "
+            "to write pachhook.toml, which then takes precedence"
         )
     target.write_text(text)
     for line in summary:
