@@ -42,7 +42,11 @@ def timed(cmd: list[str], cwd: Path) -> float:
 
 def heavy_imports(cmd: list[str], cwd: Path) -> list[str]:
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", *cmd[1:]], cwd=cwd, capture_output=True, text=True, env=ENV
+        [sys.executable, "-X", "importtime", *cmd[1:]],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=ENV,
     )
     found = set()
     for line in proc.stderr.splitlines():
@@ -60,7 +64,9 @@ def main() -> None:
     fresh = not (root / ".git").exists()
     monorepo.make(root)
     if fresh:
-        monorepo.commit_change(root, [f"docs/part00/item_{m:05d}.txt" for m in (1, 3, 5)], "docs only")
+        monorepo.commit_change(
+            root, [f"docs/part00/item_{m:05d}.txt" for m in (1, 3, 5)], "docs only"
+        )
     b = monorepo.git(root, "rev-parse", "HEAD")
     a = monorepo.git(root, "rev-parse", "HEAD~1")
     files = monorepo.git(root, "ls-files").count("\n") + 1
@@ -82,7 +88,9 @@ def main() -> None:
             times[key].append(timed(cmd, root))
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     floor = med["python"] + med["git diff"]
-    print(f"synthetic monorepo: {files} files, {monorepo.IMAGES} images, {monorepo.PIPELINES} pipelines")
+    print(
+        f"synthetic monorepo: {files} files, {monorepo.IMAGES} images, {monorepo.PIPELINES} pipelines"
+    )
     print(f"rounds: {args.rounds}, medians (min-max) in ms")
     for key, label in [
         ("a", "(a) plan --from A --to B, irrelevant change"),

@@ -97,7 +97,12 @@ def git(root: Path, *args: str) -> str:
     import os
 
     return subprocess.run(
-        ["git", *args], cwd=root, check=True, capture_output=True, text=True, env={**os.environ, **GIT_ENV}
+        ["git", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
     ).stdout.strip()
 
 

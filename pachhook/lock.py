@@ -73,7 +73,9 @@ def run_lock(
                         ) from None
                     time.sleep(0.1)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}).encode(), 0)
+        os.pwrite(
+            fd, json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}).encode(), 0
+        )
         try:
             yield
         finally:

@@ -187,7 +187,6 @@ def _parse_file(path: str, data: bytes, default_project: str, strict: bool) -> t
     return tuple(pipelines)
 
 
-
 def is_spec_candidate(path: str, config: Config) -> bool:
     include = config.pipelines.include
     if include is None:

@@ -49,7 +49,11 @@ post_push_timeout = 30
 
 
 def test_pyproject_tool_table():
-    c = load({"pyproject.toml": '[project]\nname="x"\n[tool.pachhook]\njobs = 3\n[[tool.pachhook.image]]\nname = "a/b"\n'})
+    c = load(
+        {
+            "pyproject.toml": '[project]\nname="x"\n[tool.pachhook]\njobs = 3\n[[tool.pachhook.image]]\nname = "a/b"\n'
+        }
+    )
     assert c.path == "pyproject.toml" and c.jobs == 3 and c.images[0].name == "a/b"
 
 
@@ -61,21 +65,48 @@ def test_pyproject_without_table_falls_back_to_environment():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('jobz = 2\n', "pachhook.toml:1: jobz: unknown key; did you mean 'jobs'?"),
-        ('jobs = "two"\n', "pachhook.toml:1: jobs: got 'two'; expected a whole number of at least 1"),
-        ('jobs = 0\n', "pachhook.toml:1: jobs: got 0; expected"),
-        ('tag_policy = "latest"\n', 'tag_policy: got \'latest\'; expected one of "digest", "git-sha"'),
-        ('[pachyderm]\nadress = "x"\n', "pachhook.toml:2: pachyderm.adress: unknown key; did you mean 'address'?"),
-        ('[pachyderm]\nreprocess = "yes"\n', "pachhook.toml:2: pachyderm.reprocess: got 'yes'; expected true or false"),
-        ('[[image]]\nname = "a"\ncontxt = "x"\n', "pachhook.toml:3: image[0].contxt: unknown key; did you mean 'context'?"),
+        ("jobz = 2\n", "pachhook.toml:1: jobz: unknown key; did you mean 'jobs'?"),
+        (
+            'jobs = "two"\n',
+            "pachhook.toml:1: jobs: got 'two'; expected a whole number of at least 1",
+        ),
+        ("jobs = 0\n", "pachhook.toml:1: jobs: got 0; expected"),
+        (
+            'tag_policy = "latest"\n',
+            'tag_policy: got \'latest\'; expected one of "digest", "git-sha"',
+        ),
+        (
+            '[pachyderm]\nadress = "x"\n',
+            "pachhook.toml:2: pachyderm.adress: unknown key; did you mean 'address'?",
+        ),
+        (
+            '[pachyderm]\nreprocess = "yes"\n',
+            "pachhook.toml:2: pachyderm.reprocess: got 'yes'; expected true or false",
+        ),
+        (
+            '[[image]]\nname = "a"\ncontxt = "x"\n',
+            "pachhook.toml:3: image[0].contxt: unknown key; did you mean 'context'?",
+        ),
         ('[[image]]\ncontext = "x"\n', "image[0]: has no name"),
-        ('[[image]]\nname = "a/b:latest"\n', "carries a tag or digest; give the repository alone ('a/b')"),
-        ('[[image]]\nname = "a/b"\ncontext = "../x"\n', "image[0].context: '../x' is outside the repository"),
-        ('[[image]]\nname = "a/b"\n[[image]]\nname = "docker.io/a/b"\n', "image[1].name: 'docker.io/a/b' is also image[0]"),
-        ('[hooks]\non_build_failure = "ignore"\n', 'hooks.on_build_failure: got \'ignore\'; expected one of "block", "warn"'),
+        (
+            '[[image]]\nname = "a/b:latest"\n',
+            "carries a tag or digest; give the repository alone ('a/b')",
+        ),
+        (
+            '[[image]]\nname = "a/b"\ncontext = "../x"\n',
+            "image[0].context: '../x' is outside the repository",
+        ),
+        (
+            '[[image]]\nname = "a/b"\n[[image]]\nname = "docker.io/a/b"\n',
+            "image[1].name: 'docker.io/a/b' is also image[0]",
+        ),
+        (
+            '[hooks]\non_build_failure = "ignore"\n',
+            'hooks.on_build_failure: got \'ignore\'; expected one of "block", "warn"',
+        ),
         ('[pipelines]\ninclude = "a.json"\n', "pipelines.include: got 'a.json'; expected a list"),
-        ('jobs = [\n', "pachhook.toml:1: not valid TOML"),
-        ('image = 3\n', "image: must be an array of tables"),
+        ("jobs = [\n", "pachhook.toml:1: not valid TOML"),
+        ("image = 3\n", "image: must be an array of tables"),
     ],
 )
 def test_bad_config_names_file_line_key_and_fix(text: str, expected: str):
@@ -102,7 +133,11 @@ def test_seed_variables_without_config():
     )
     assert c.path is None
     (image,) = c.images
-    assert (image.name, image.context, image.dockerfile_path) == ("pachyderm/housing-prices", ".", "Dockerfile")
+    assert (image.name, image.context, image.dockerfile_path) == (
+        "pachyderm/housing-prices",
+        ".",
+        "Dockerfile",
+    )
     assert c.pipelines.include == ("regression.json", "other.yaml")
     assert c.pachyderm.address == "grpcs://hub.example.com:31400"
 

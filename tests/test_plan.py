@@ -41,7 +41,8 @@ def repo(tmp_path: Path) -> Path:
             "docs/guide.md": "# guide\n",
             "pipelines/train.json": spec("train", "registry.example.com/ml/train:old", "raw"),
             "pipelines/more.yaml": "\n---\n".join(
-                json.dumps(spec(n, "registry.example.com/ml/serve:old", i)) for n, i in [("score", "train"), ("report", "score")]
+                json.dumps(spec(n, "registry.example.com/ml/serve:old", i))
+                for n, i in [("score", "train"), ("report", "score")]
             ),
         },
     )
@@ -70,7 +71,9 @@ def test_code_change_builds_one_image_and_updates_its_pipelines(repo: Path):
     assert [(r.path, r.why) for r in serve.reasons] == [("serve/app.py", "input changed")]
     score = next(p for p in plan.pipelines if p.pipeline.name == "score")
     assert score.image == f"registry.example.com/ml/serve:{serve.tag}"
-    assert [(r.path, r.why) for r in score.reasons] == [("serve/app.py", "image registry.example.com/ml/serve changed")]
+    assert [(r.path, r.why) for r in score.reasons] == [
+        ("serve/app.py", "image registry.example.com/ml/serve changed")
+    ]
 
 
 def test_spec_only_change_updates_only_that_pipeline(repo: Path):
@@ -134,8 +137,14 @@ def test_cycle_names_the_pipelines():
         spec("c", "x", "b"),
         spec("d", "x", "raw"),
     ]
-    pipelines = [p for n, d in enumerate(docs) for p in parse_file(f"{n}.json", json.dumps(d).encode(), "default", strict=True)]
-    with pytest.raises(InputError, match=r"cycle through their input repos: default/a, default/b, default/c"):
+    pipelines = [
+        p
+        for n, d in enumerate(docs)
+        for p in parse_file(f"{n}.json", json.dumps(d).encode(), "default", strict=True)
+    ]
+    with pytest.raises(
+        InputError, match=r"cycle through their input repos: default/a, default/b, default/c"
+    ):
         dag_order(pipelines)
 
 
@@ -155,7 +164,14 @@ def test_remote_state_decides(repo: Path):
 
 def test_working_tree_counts_staged_unstaged_untracked_not_ignored(repo: Path):
     commit(repo, "ignore", {".gitignore": "*.log\n"})
-    write(repo, {"train/model.py": "print('edited')\n", "serve/new.py": "x\n", "serve/debug.log": "noise\n"})
+    write(
+        repo,
+        {
+            "train/model.py": "print('edited')\n",
+            "serve/new.py": "x\n",
+            "serve/debug.log": "noise\n",
+        },
+    )
     git(repo, "add", "train/model.py")
     write(repo, {"docs/guide.md": "unstaged\n"})
     plan = plan_of(repo, working_tree=True)
@@ -189,7 +205,9 @@ def test_default_selection_uses_upstream_merge_base(repo: Path, tmp_path: Path):
 
 
 def test_no_upstream_and_no_remote_is_a_clear_error(repo: Path):
-    with pytest.raises(InputError, match="no upstream branch.*use --from REF, --working-tree or --all"):
+    with pytest.raises(
+        InputError, match="no upstream branch.*use --from REF, --working-tree or --all"
+    ):
         plan_of(repo)
 
 
@@ -214,20 +232,36 @@ def test_unknown_ref_and_empty_repository(tmp_path: Path, repo: Path):
     empty = init_repo(tmp_path / "empty")
     with pytest.raises(InputError, match="no commits yet"):
         plan_of(empty)
-    write(empty, {"pachhook.toml": CONFIG, "train/Dockerfile": "FROM scratch\n", "serve/Dockerfile": "FROM scratch\n"})
+    write(
+        empty,
+        {
+            "pachhook.toml": CONFIG,
+            "train/Dockerfile": "FROM scratch\n",
+            "serve/Dockerfile": "FROM scratch\n",
+        },
+    )
     assert actions(plan_of(empty, working_tree=True))[0] == {"train": "build", "serve": "build"}
 
 
 def test_missing_context_and_dockerfile_are_config_errors(repo: Path):
-    commit(repo, "bad", {"pachhook.toml": CONFIG + '\n[[image]]\nname = "x/y"\ncontext = "nowhere"\n'})
+    commit(
+        repo, "bad", {"pachhook.toml": CONFIG + '\n[[image]]\nname = "x/y"\ncontext = "nowhere"\n'}
+    )
     with pytest.raises(InputError, match=r"pachhook.toml: image\[2\].context: folder 'nowhere'"):
         plan_of(repo, everything=True)
-    commit(repo, "bad2", {"pachhook.toml": CONFIG + '\n[[image]]\nname = "x/y"\ncontext = "docs"\n'})
-    with pytest.raises(InputError, match=r"image\[2\].dockerfile: 'docs/Dockerfile' .* does not exist"):
+    commit(
+        repo, "bad2", {"pachhook.toml": CONFIG + '\n[[image]]\nname = "x/y"\ncontext = "docs"\n'}
+    )
+    with pytest.raises(
+        InputError, match=r"image\[2\].dockerfile: 'docs/Dockerfile' .* does not exist"
+    ):
         plan_of(repo, everything=True)
 
 
 def test_duplicate_pipeline_names_both_places(repo: Path):
     commit(repo, "dup", {"pipelines/dup.json": spec("train", "x", "raw")})
-    with pytest.raises(InputError, match=r"pipelines/train.json:1: pipeline default/train is also defined at pipelines/dup.json:1"):
+    with pytest.raises(
+        InputError,
+        match=r"pipelines/train.json:1: pipeline default/train is also defined at pipelines/dup.json:1",
+    ):
         plan_of(repo, everything=True)

@@ -43,7 +43,9 @@ def test_camel_and_snake_case_fields_alike():
 
 
 def test_project_defaults_from_config():
-    (p,) = specs.parse_file("a.yaml", b"pipeline: {name: a}\ntransform: {image: x}\n", "team", strict=True)
+    (p,) = specs.parse_file(
+        "a.yaml", b"pipeline: {name: a}\ntransform: {image: x}\n", "team", strict=True
+    )
     assert p.key == ("team", "a")
 
 
@@ -54,14 +56,30 @@ def test_input_repos_of_every_kind():
         "input": {
             "cross": [
                 {"pfs": {"repo": "a"}},
-                {"union": [{"pfs": {"repo": "b", "project": "other"}}, {"cron": {"name": "tick", "spec": "@every 1m"}}]},
-                {"join": [{"pfs": {"repo": "c", "joinOn": "$1"}}, {"pfs": {"repo": "d", "join_on": "$1"}}]},
+                {
+                    "union": [
+                        {"pfs": {"repo": "b", "project": "other"}},
+                        {"cron": {"name": "tick", "spec": "@every 1m"}},
+                    ]
+                },
+                {
+                    "join": [
+                        {"pfs": {"repo": "c", "joinOn": "$1"}},
+                        {"pfs": {"repo": "d", "join_on": "$1"}},
+                    ]
+                },
                 {"group": [{"pfs": {"repo": "e", "groupBy": "$1"}}]},
             ]
         },
     }
     (p,) = parse("p.json", json.dumps(doc))
-    assert p.inputs == (("default", "a"), ("other", "b"), ("default", "c"), ("default", "d"), ("default", "e"))
+    assert p.inputs == (
+        ("default", "a"),
+        ("other", "b"),
+        ("default", "c"),
+        ("default", "d"),
+        ("default", "e"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,7 +89,11 @@ def test_input_repos_of_every_kind():
         ("a.yaml", "pipeline: {name: a}\ntransform: [\n", "a.yaml:3: not valid YAML"),
         ("a.yaml", "pipeline:\n  name: a\n bad: indent\n", "a.yaml:3: not valid YAML"),
         ("a.json", '{"pipeline": {"name": "a"}}', "a.json:1: not a pipeline spec"),
-        ("a.yaml", "pipeline: {name: a}\ntransform: {image: 3}\n", "a.yaml:1: transform.image must be a string"),
+        (
+            "a.yaml",
+            "pipeline: {name: a}\ntransform: {image: 3}\n",
+            "a.yaml:1: transform.image must be a string",
+        ),
     ],
 )
 def test_malformed_specs_name_file_and_line(path: str, text: str, message: str):
@@ -85,7 +107,16 @@ def test_discovery_passes_over_other_documents():
 
 
 def test_rewrite_keeps_spelling_and_adds_annotations():
-    (p,) = parse("a.json", json.dumps({"pipeline": {"name": "a"}, "transform": {"image": "x:1", "cmd": ["y"]}, "metadata": {"annotations": {"team": "ml"}}}))
+    (p,) = parse(
+        "a.json",
+        json.dumps(
+            {
+                "pipeline": {"name": "a"},
+                "transform": {"image": "x:1", "cmd": ["y"]},
+                "metadata": {"annotations": {"team": "ml"}},
+            }
+        ),
+    )
     doc = specs.rewritten(p, "reg/x:ph-1", {"pachhook.io/spec-digest": "d"})
     assert doc["transform"] == {"image": "reg/x:ph-1", "cmd": ["y"]}
     assert doc["metadata"]["annotations"] == {"team": "ml", "pachhook.io/spec-digest": "d"}
