@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pachhook import ledger
 from pachhook.config import Config
-from pachhook.context import context_files, write_context
+from pachhook.context import WorkingTreeFiles, context_files, write_context
 from pachhook.credentials import (
     Credentials,
     docker_config_credentials,
@@ -235,6 +235,13 @@ class DockerImages:
                     raise PachhookError(_os_error("writing the build context", exc)) from None
                 finally:
                     files.close()
+                if isinstance(files, WorkingTreeFiles):
+                    changed = files.changed_since_planned(state.inputs)
+                    if changed:
+                        raise PachhookError(
+                            f"{changed[0]} changed after this run was planned; nothing was "
+                            "built from it, so no tag carries the wrong content: run again"
+                        )
                 log.line(f"context: {context.files} files, dockerfile {context.dockerfile}")
                 self.progress.stage(reference, "building")
                 stream = client.api.build(

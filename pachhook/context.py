@@ -16,10 +16,10 @@ import os
 import posixpath
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from pachhook.config import ImageConfig
 from pachhook.dockerignore import IGNORE_FILE, IgnoreMatcher, compile_ignore
@@ -188,6 +188,8 @@ class WorkingTreeFiles(ContextFiles):
         self.source = source
         self.root = root
         self.mtime = time.time()
+        # Blob ids of what was actually packed: the files may change while they are read.
+        self._packed: dict[str, _BlobHasher] = {}
 
     def files(self) -> Iterator[str]:
         context = self.image.context
@@ -196,11 +198,51 @@ class WorkingTreeFiles(ContextFiles):
     def open(self, path: str) -> tuple[int, int, IO[bytes]]:
         full = self.root / path
         info = full.lstat()
+        raw: IO[bytes]
         if os.path.islink(full):
             target = os.fsencode(os.readlink(full))
-            return 0o120000, len(target), io.BytesIO(target)
-        mode = 0o100755 if info.st_mode & 0o100 else 0o100644
-        return mode, info.st_size, open(full, "rb")  # noqa: SIM115 - closed by the tar loop
+            mode, size, raw = 0o120000, len(target), io.BytesIO(target)
+        else:
+            mode = 0o100755 if info.st_mode & 0o100 else 0o100644
+            size, raw = info.st_size, open(full, "rb")  # noqa: SIM115 - closed by the tar loop
+        hasher = _BlobHasher(raw, size)
+        self._packed[path] = hasher
+        return mode, size, cast(IO[bytes], hasher)
+
+    def changed_since_planned(self, inputs: Iterable[str]) -> list[str]:
+        """Inputs whose packed content is not what the input digest was computed from: a
+        save while the context was written would otherwise ship new content under the
+        old content's tag."""
+        changed = []
+        for path in inputs:
+            hasher = self._packed.get(path)
+            if hasher is not None and hasher.blob_id() != self.source.entry(path).oid:
+                changed.append(path)
+        return changed
+
+
+class _BlobHasher:
+    """A file being read, and the git blob id of the bytes read from it."""
+
+    def __init__(self, raw: IO[bytes], size: int) -> None:
+        self._raw = raw
+        self._sha = hashlib.sha1(b"blob %d\0" % size)
+        self._size = size
+        self._read = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._sha.update(data)
+        self._read += len(data)
+        return data
+
+    def blob_id(self) -> str:
+        if self._read != self._size:  # the file grew or shrank while it was read
+            return ""
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 def write_context(files: ContextFiles, out: IO[bytes]) -> Context:

@@ -37,7 +37,7 @@ from pachhook.build import (
     push_failure,
 )
 from pachhook.config import ImageConfig
-from pachhook.context import CommitFiles, write_context
+from pachhook.context import CommitFiles, WorkingTreeFiles, write_context
 from pachhook.errors import PachhookError
 from pachhook.git import Repo
 from pachhook.plan import ImagePlan
@@ -673,3 +673,28 @@ def test_disk_full_is_one_line_with_a_hint(
         if engine is not None:
             engine.stop()
         services.remove_tree(root)  # unmounts the tmpfs first
+
+
+def test_a_save_while_the_context_is_written_is_caught(tmp_path: Path) -> None:
+    """The working tree can change between planning and packing: what was packed must
+    be what the input digest describes, or the image would carry the wrong tag."""
+    from pachhook.source import WorkingTreeSource
+
+    root = helpers.init_repo(tmp_path / "wt")
+    helpers.commit(
+        root, "start", {"app/Dockerfile": "FROM scratch\nCOPY . /\n", "app/a.txt": "v1\n"}
+    )
+    image = ImageConfig(name="127.0.0.1:1/app", context="app")
+    source = WorkingTreeSource(Repo.discover(root))
+    inputs = ["app/Dockerfile", "app/a.txt"]
+    for path in inputs:
+        source.entry(path)  # as when the digest was computed
+
+    unchanged = WorkingTreeFiles(source, root, image)
+    write_context(unchanged, io.BytesIO())
+    assert unchanged.changed_since_planned(inputs) == []
+
+    (root / "app/a.txt").write_text("v2, saved after planning\n")
+    saved = WorkingTreeFiles(source, root, image)
+    write_context(saved, io.BytesIO())
+    assert saved.changed_since_planned(inputs) == ["app/a.txt"]
