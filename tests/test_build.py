@@ -629,7 +629,7 @@ def test_disk_full_is_one_line_with_a_hint(
     """An engine whose data root is a 48 MB tmpfs: a context that does not fit, then a RUN
     step that fills the disk."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for the engine needs root")
+        helpers.unavailable("mounting a small tmpfs for the engine needs root")
     root = services.short_tempdir("full-")
     small = root / "small"
     small.mkdir()
@@ -638,7 +638,7 @@ def test_disk_full_is_one_line_with_a_hint(
     )
     if mounted.returncode != 0:
         services.remove_tree(root)
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+        helpers.unavailable(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
     engine = None
     try:
         engine = services.start_docker_engine(small / "engine")

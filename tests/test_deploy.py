@@ -43,10 +43,10 @@ from pachhook.run import ANNOTATION_COMMIT, ANNOTATION_DIGEST
 from pachhook.specs import parse_file, rewritten, spec_digest
 
 try:  # tests/ on sys.path (pytest's default import mode)
-    from helpers import commit, init_repo
+    from helpers import commit, init_repo, unavailable
     from pachd_double import MSG_BAD_TOKEN, PachdDouble
 except ModuleNotFoundError:  # tests/ imported as a package
-    from tests.helpers import commit, init_repo
+    from tests.helpers import commit, init_repo, unavailable
     from tests.pachd_double import MSG_BAD_TOKEN, PachdDouble
 
 REAL_PACHD = os.environ.get("PACHHOOK_TEST_PACHD")
@@ -675,7 +675,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes,
     """(key, certificate, certificate file) of a self-signed CA for 127.0.0.1."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("openssl is not installed")
+        unavailable("openssl is not installed (Debian package openssl)")
     root = tmp_path_factory.mktemp("tls")
     subprocess.run(
         [
