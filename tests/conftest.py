@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,9 +9,10 @@ import pytest
 
 try:  # pytest puts tests/ on sys.path (no tests/__init__.py)
     import e2e
+    import helpers
     import services
 except ImportError:  # tests/ is a package
-    from tests import e2e, services  # type: ignore[no-redef]
+    from tests import e2e, helpers, services  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from test_deploy import Target
@@ -29,15 +29,8 @@ if TYPE_CHECKING:
 _SERVICE_FIXTURES = frozenset({"docker_engine", "registry", "base_image", "auth_registry"})
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def _unavailable(what: str, exc: BaseException) -> NoReturn:
-    reason = f"{what} is not available: {exc}"
-    if _in_ci():
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    helpers.unavailable(f"{what} is not available: {exc}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
@@ -72,7 +72,7 @@ def spec(name: str, image: str, *inputs: str, **extra: Any) -> dict[str, Any]:
     return doc
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Skip a test whose prerequisite is missing; in CI (CI set) that is a failure."""
     import pytest
 
