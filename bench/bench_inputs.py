@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import monorepo  # noqa: E402
 
 from pachhook.config import load  # noqa: E402
-from pachhook.git import Repo  # noqa: E402
-from pachhook.source import CommitSource, Source, WorkingTreeSource  # noqa: E402
-from pachhook.workspace import image_state  # noqa: E402
+from pachhook.plan.workspace import image_state  # noqa: E402
+from pachhook.repo.git import Repo  # noqa: E402
+from pachhook.repo.source import CommitSource, Source, WorkingTreeSource  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / ".work"
 

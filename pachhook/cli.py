@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from typing import NoReturn
 
 from pachhook import __version__
-from pachhook.errors import InputError, PachhookError
+from pachhook.errors import InputError, error_handler
 
 # Each names a module of pachhook.commands; the order is the order of --help.
 COMMANDS = ("plan", "run", "deps", "explain", "status", "init", "install", "hook", "watch")
@@ -54,25 +53,22 @@ def dispatch(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: the one place errors become messages and exit codes."""
-    try:
-        code = dispatch(argv)
-    except PachhookError as exc:
+    """Entry point: errors become one line on standard error and an exit code."""
+    code = 0
+
+    def failed(message: str, exit_code: int) -> None:
+        nonlocal code
         sys.stdout.flush()
-        sys.stderr.write(f"pachhook: {exc.message}\n")
-        code = exc.exit_code
+        sys.stderr.write(f"pachhook: {message}\n")
+        code = exit_code
+
+    try:
+        with error_handler(failed):
+            code = dispatch(argv)
     except KeyboardInterrupt:
         sys.stderr.write("pachhook: interrupted\n")
         code = 130
     except BrokenPipeError:
-        code = 1
-    except Exception as exc:  # a bug: one line, the traceback on request
-        if os.environ.get("PACHHOOK_DEBUG"):
-            raise
-        sys.stderr.write(
-            f"pachhook: internal error: {type(exc).__name__}: {exc} "
-            "(set PACHHOOK_DEBUG=1 to see the traceback, and please report it)\n"
-        )
         code = 1
     sys.exit(code)
 

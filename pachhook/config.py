@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from pachhook.errors import InputError, located
 
-CONFIG_FILES = ("pachhook.toml", "pyproject.toml")
+CONFIG_FILES = ("pachhook.toml", "pyproject.toml")  # read in this order: the first found wins
 TAG_POLICIES = ("digest", "git-sha")
 BUILD_FAILURE_POLICIES = ("block", "warn")
 COMMIT_HOOK_MODES = ("plan", "build", "off")
@@ -323,12 +323,19 @@ def has_tool_table(pyproject_text: str) -> bool:
 
 def load(read: Callable[[str], bytes | None], env: Mapping[str, str]) -> Config:
     """The config of a source: `read` returns a repository file's bytes or None."""
-    data = read("pachhook.toml")
+    own, pyproject = CONFIG_FILES
+    data = read(own)
     if data is not None:
-        return parse("pachhook.toml", data.decode("utf-8", errors="replace"), env)
-    data = read("pyproject.toml")
+        return parse(own, data.decode("utf-8", errors="replace"), env)
+    data = read(pyproject)
     if data is not None:
         text = data.decode("utf-8", errors="replace")
         if has_tool_table(text):
-            return parse("pyproject.toml", text, env)
+            return parse(pyproject, text, env)
     return _env_config(env)
+
+
+def files_read(config: Config) -> tuple[str, ...]:
+    """The files whose change can change `config`: pyproject.toml does not count once
+    pachhook.toml is there, since pachhook.toml wins."""
+    return CONFIG_FILES[:1] if config.path == CONFIG_FILES[0] else CONFIG_FILES

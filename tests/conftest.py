@@ -1,21 +1,17 @@
 from __future__ import annotations
 
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import pytest
 
-try:  # pytest puts tests/ on sys.path (no tests/__init__.py)
-    import e2e
-    import helpers
-    import services
-except ImportError:  # tests/ is a package
-    from tests import e2e, helpers, services  # type: ignore[no-redef]
-
-if TYPE_CHECKING:
-    from test_deploy import Target
+from tests import e2e, helpers, services
+from tests.cluster import REAL_PACHD, REAL_TOKEN, DoubleTarget, RealTarget, Target
+from tests.pachd_double import TEST_TOKEN, PachdDouble
 
 # =========================================================================== #
 # Real Docker engine and registry (tests/services.py)
@@ -158,3 +154,59 @@ def e2e_repo(
         )
 
     return make
+
+
+# =========================================================================== #
+# The cluster (tests/cluster.py): the pachd double, or a real one
+# =========================================================================== #
+
+
+@pytest.fixture
+def pachd_double() -> Iterator[PachdDouble]:
+    """A fresh pachd double with auth on (token "test-token"), stopped afterwards."""
+    with PachdDouble(token=TEST_TOKEN) as double:
+        yield double
+
+
+@pytest.fixture
+def pachd() -> Iterator[Target]:
+    """The cluster under test: a pachd double (token on), or the cluster named by
+    PACHHOOK_TEST_PACHD."""
+    if REAL_PACHD:
+        yield RealTarget(REAL_PACHD, REAL_TOKEN)
+        return
+    with PachdDouble(token="test-token-" + uuid.uuid4().hex) as double:
+        yield DoubleTarget(double)
+
+
+@pytest.fixture
+def project(pachd: Target) -> Iterator[str]:
+    """A project of the test's own, so that a real cluster is left as it was found."""
+    name = "ph-" + uuid.uuid4().hex[:8]
+    pachd.create_project(name)
+    try:
+        yield name
+    finally:
+        pachd.cleanup(name)
+
+
+@pytest.fixture
+def repo(registry: services.Registry, e2e_repo: Callable[..., e2e.Repo]) -> e2e.Repo:
+    """The end-to-end repository, its images in the session's registry."""
+    return e2e_repo(registry.address)
+
+
+@pytest.fixture
+def spec_repo(tmp_path: Path, pachd: Target, project: str) -> e2e.Repo:
+    """Four pipelines on an image pachhook does not build: runs only talk to pachd."""
+    pachd.create_repo("raw", project)
+    image = "docker.io/library/busybox:1.36"
+    repo = e2e.make_repo(tmp_path / "repo", pachd, project, image, image, "scratch", "unix:///none")
+    (repo.root / "pachhook.toml").write_text(
+        f'[pachyderm]\nproject = "{project}"\n\n'
+        '[pipelines]\ninclude = ["pipelines/*.json", "pipelines/*.yaml"]\n'
+    )
+    shutil.rmtree(repo.root / "app")
+    shutil.rmtree(repo.root / "tools")
+    helpers.commit(repo.root, "no images")
+    return repo

@@ -19,13 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-try:  # tests/ on sys.path (pytest's default import mode)
-    from helpers import GIT_ENV, commit, init_repo, write
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests.helpers import GIT_ENV, commit, init_repo, write
+from tests.helpers import GIT_ENV, commit, init_repo, write
 
 if TYPE_CHECKING:
-    from test_deploy import Target
+    from tests.cluster import Target
 
 PACHHOOK = str(Path(sys.executable).with_name("pachhook"))
 

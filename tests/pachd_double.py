@@ -41,7 +41,6 @@ from typing import Any, Literal
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
-import pytest
 from google.protobuf import empty_pb2, timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from python_pachyderm.proto.v2.admin import admin_pb2, admin_pb2_grpc
@@ -63,7 +62,6 @@ __all__ = [
     "PachdError",
     "PipelineRecord",
     "RepoRecord",
-    "pachd",
 ]
 
 # gRPC metadata keys python-pachyderm sends (python_pachyderm/client.py _build_metadata).
@@ -1668,13 +1666,6 @@ def _record(version: _PipelineVersion) -> PipelineRecord:
         request=copy.deepcopy(version.request),
         info=copy.deepcopy(info),
     )
-
-
-@pytest.fixture
-def pachd() -> Iterator[PachdDouble]:
-    """A fresh pachd double with auth on (token "test-token"), stopped afterwards."""
-    with PachdDouble(token=TEST_TOKEN) as double:
-        yield double
 
 
 # --------------------------------------------------------------------------- main

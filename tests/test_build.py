@@ -21,30 +21,26 @@ from typing import Any
 import docker
 import pytest
 
-try:  # pytest puts tests/ on sys.path (no tests/__init__.py)
-    import helpers
-    import services
-except ImportError:  # tests/ is a package
-    from tests import helpers, services  # type: ignore[no-redef]
-
-from pachhook.build import (
+from pachhook.config import ImageConfig
+from pachhook.docker.cache import LABEL_DIGEST
+from pachhook.docker.context import write_context
+from pachhook.docker.digest import ImageState, checked_tag
+from pachhook.docker.engine import (
     DISK_HINT,
-    LABEL_DIGEST,
     LABEL_REVISION,
     LABEL_SOURCE,
-    DockerImages,
+    ImageResult,
     build_failure,
     push_failure,
 )
-from pachhook.config import ImageConfig
-from pachhook.context import CommitFiles, WorkingTreeFiles, write_context
+from pachhook.docker.images import DockerImages
 from pachhook.errors import PachhookError
-from pachhook.git import Repo
-from pachhook.plan import ImagePlan
-from pachhook.planning import plan_selection
-from pachhook.progress import BuildProgress
-from pachhook.run import ImageResult
-from pachhook.selection import Selection
+from pachhook.plan.load import plan_selection
+from pachhook.repo.git import Repo
+from pachhook.repo.selection import Selection
+from pachhook.repo.source import CommitFiles, WorkingTreeFiles, WorkingTreeSource
+from pachhook.run.progress import BuildProgress
+from tests import helpers, services
 
 BASE = services.BASE_IMAGE
 APP_DOCKERFILE = f"FROM {BASE}\nCOPY . /ctx/\nRUN cat /ctx/app.txt > /built.txt\n"
@@ -72,7 +68,7 @@ def docker_env(
 
 
 @pytest.fixture
-def client(docker_engine: services.DockerEngine) -> Iterator[docker.DockerClient]:
+def docker_client(docker_engine: services.DockerEngine) -> Iterator[docker.DockerClient]:
     c = docker_engine.client()
     try:
         yield c
@@ -136,10 +132,10 @@ class Builds:
 def builds(
     registry: services.Registry,
     docker_env: dict[str, str],
-    client: docker.DockerClient,
+    docker_client: docker.DockerClient,
     tmp_path: Path,
 ) -> Builds:
-    return Builds(registry, client, tmp_path)
+    return Builds(registry, docker_client, tmp_path)
 
 
 @dataclass
@@ -469,7 +465,7 @@ def test_htpasswd_registry_wrong_then_right_credentials_and_no_token_anywhere(
 
 
 @pytest.mark.docker
-def test_push_errors_inside_the_stream_are_caught(auth_build: AuthBuild) -> None:
+def test_push_errors_inside_the_stream_are_caught(auth_build: AuthBuild, tmp_path: Path) -> None:
     """`exists` is skipped here, so the engine itself meets the refusal, in the middle of
     a push stream whose HTTP status is 200."""
     reg, token, name, root = auth_build.registry, auth_build.token, auth_build.name, auth_build.root
@@ -479,9 +475,11 @@ def test_push_errors_inside_the_stream_are_caught(auth_build: AuthBuild) -> None
     assert planned.workspace is not None
     lines: list[str] = []
     images = DockerImages.from_environment(
-        repo, planned.workspace.config, env, progress=lines.append
+        repo, planned.workspace.config, env, BuildProgress(lines.append), tmp_path / "logs"
     )
-    result = images.build(planned.plan.images[0], planned.resolved.source, push=True)
+    state = planned.plan.images[0].state
+    assert state is not None
+    result = images.build(state, planned.resolved.source, push=True)
     assert result.status == "failed"
     assert result.error is not None and result.error.startswith(
         f"push refused: registry {reg.address} refused the credentials"
@@ -513,10 +511,10 @@ def test_context_tar_from_a_commit(tmp_path: Path) -> None:
     head = helpers.commit(root, "mode and link")
     (root / "ctx" / "a" / "b.txt").write_text("dirty\n")
 
-    files = CommitFiles(root, head, ImageConfig(name="x/y", context="ctx"))
+    files = CommitFiles(root, head, "ctx")
     out = io.BytesIO()
     try:
-        context = write_context(files, out)
+        context = write_context(files, ImageConfig(name="x/y", context="ctx"), out)
     finally:
         files.close()
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
@@ -566,12 +564,9 @@ def test_disk_full_and_push_errors_are_one_line_with_a_hint() -> None:
 
 
 def test_floating_tag_latest_is_refused() -> None:
-    from pachhook.build import _checked_tag
-    from pachhook.workspace import ImageState
-
     state = ImageState(ImageConfig(name="x/y"), (), (), "0" * 64, "latest")
     with pytest.raises(PachhookError, match="refusing the floating tag 'latest'"):
-        _checked_tag(ImagePlan(state, "x/y", "build", (), "latest"))
+        checked_tag(state)
 
 
 def test_plain_progress_is_timestamped_lines() -> None:
@@ -678,8 +673,6 @@ def test_disk_full_is_one_line_with_a_hint(
 def test_a_save_while_the_context_is_written_is_caught(tmp_path: Path) -> None:
     """The working tree can change between planning and packing: what was packed must
     be what the input digest describes, or the image would carry the wrong tag."""
-    from pachhook.source import WorkingTreeSource
-
     root = helpers.init_repo(tmp_path / "wt")
     helpers.commit(
         root, "start", {"app/Dockerfile": "FROM scratch\nCOPY . /\n", "app/a.txt": "v1\n"}
@@ -690,11 +683,11 @@ def test_a_save_while_the_context_is_written_is_caught(tmp_path: Path) -> None:
     for path in inputs:
         source.entry(path)  # as when the digest was computed
 
-    unchanged = WorkingTreeFiles(source, root, image)
-    write_context(unchanged, io.BytesIO())
+    unchanged = WorkingTreeFiles(source, image.context)
+    write_context(unchanged, image, io.BytesIO())
     assert unchanged.changed_since_planned(inputs) == []
 
     (root / "app/a.txt").write_text("v2, saved after planning\n")
-    saved = WorkingTreeFiles(source, root, image)
-    write_context(saved, io.BytesIO())
+    saved = WorkingTreeFiles(source, image.context)
+    write_context(saved, image, io.BytesIO())
     assert saved.changed_since_planned(inputs) == ["app/a.txt"]

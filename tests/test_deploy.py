@@ -11,154 +11,41 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pachhook import ledger
 from pachhook.config import Config, PachydermConfig
-from pachhook.connection import (
+from pachhook.errors import InputError, PachhookError
+from pachhook.pachyderm.cluster import PachydermCluster
+from pachhook.pachyderm.connection import (
     DEFAULT_PORT,
     Endpoint,
     parse_address,
     resolve_connection,
     system_root_certs,
 )
-from pachhook.deploy import PachydermCluster
-from pachhook.errors import InputError, PachhookError
-from pachhook.plan import PipelinePlan, dag_order
-from pachhook.run import ANNOTATION_COMMIT, ANNOTATION_DIGEST
-from pachhook.specs import parse_file, rewritten, spec_digest
-
-try:  # tests/ on sys.path (pytest's default import mode)
-    from helpers import commit, init_repo, unavailable
-    from pachd_double import MSG_BAD_TOKEN, PachdDouble
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests.helpers import commit, init_repo, unavailable
-    from tests.pachd_double import MSG_BAD_TOKEN, PachdDouble
-
-REAL_PACHD = os.environ.get("PACHHOOK_TEST_PACHD")
-REAL_TOKEN = os.environ.get("PACHHOOK_TEST_PACHD_TOKEN")
-
-
-# -- the cluster under test: the double, or a real one ------------------------------------
-
-
-@dataclass(frozen=True)
-class Deployed:
-    """One pipeline as the cluster holds it, whichever cluster that is."""
-
-    version: int
-    image: str
-    annotations: dict[str, str]
-    reprocess: bool | None  # None where the cluster does not tell
-
-
-class DoubleTarget:
-    is_double = True
-
-    def __init__(self, double: PachdDouble) -> None:
-        self.double = double
-        self.address = double.address
-        self.token = double.token
-
-    def create_project(self, name: str) -> None:
-        self.double.create_project(name)
-
-    def create_repo(self, name: str, project: str) -> None:
-        self.double.create_repo(name, project)
-
-    def pipelines(self, project: str) -> dict[str, Deployed]:
-        return {
-            name: Deployed(r.version, r.image, r.annotations, r.reprocess)
-            for (p, name), r in self.double.pipelines().items()
-            if p == project
-        }
-
-    def cleanup(self, project: str) -> None:
-        pass
-
-
-class RealTarget:
-    """A real cluster, inspected through python-pachyderm itself."""
-
-    is_double = False
-
-    def __init__(self, address: str, token: str | None) -> None:
-        import python_pachyderm
-
-        self.address = address
-        self.token = token
-        self.client = python_pachyderm.Client.new_from_pachd_address(address, auth_token=token)
-
-    def create_project(self, name: str) -> None:
-        self.client.create_project(name)
-
-    def create_repo(self, name: str, project: str) -> None:
-        self.client.create_repo(name, project_name=project)
-
-    def pipelines(self, project: str) -> dict[str, Deployed]:
-        return {
-            info.pipeline.name: Deployed(
-                info.version,
-                info.details.transform.image,
-                dict(info.details.metadata.annotations),
-                None,
-            )
-            for info in self.client.list_pipeline(details=True)
-            if info.pipeline.project.name == project
-        }
-
-    def cleanup(self, project: str) -> None:
-        """Delete what the test made; a cluster that refuses leaves a warning, not a failure."""
-        import grpc
-
-        try:
-            # Newest first: downstream pipelines go before the ones they read.
-            for name in self.pipelines(project):
-                self.client.delete_pipeline(name, force=True, project_name=project)
-            for info in self.client.list_repo():
-                if info.repo.project.name == project:
-                    self.client.delete_repo(info.repo.name, force=True, project_name=project)
-            self.client.delete_project(project, force=True)
-        except grpc.RpcError as exc:
-            warnings.warn(f"could not delete test project {project}: {exc.details()}", stacklevel=1)
-
-
-Target = DoubleTarget | RealTarget
-
-
-@pytest.fixture
-def pachd() -> Iterator[Target]:
-    """The pachd double (token on), or the cluster named by PACHHOOK_TEST_PACHD."""
-    if REAL_PACHD:
-        yield RealTarget(REAL_PACHD, REAL_TOKEN)
-        return
-    with PachdDouble(token="test-token-" + uuid.uuid4().hex) as double:
-        yield DoubleTarget(double)
-
-
-@pytest.fixture
-def project(pachd: Target) -> Iterator[str]:
-    """A project of the test's own, so that a real cluster is left as it was found."""
-    name = "ph-" + uuid.uuid4().hex[:8]
-    pachd.create_project(name)
-    try:
-        yield name
-    finally:
-        pachd.cleanup(name)
+from pachhook.pachyderm.specs import (
+    ANNOTATION_COMMIT,
+    ANNOTATION_DIGEST,
+    Pipeline,
+    parse_file,
+    rewritten,
+    spec_digest,
+)
+from pachhook.plan.planner import dag_order
+from pachhook.run import ledger
+from tests.cluster import DoubleTarget, Target, closed_port, double_of
+from tests.helpers import commit, init_repo, unavailable
+from tests.pachd_double import MSG_BAD_TOKEN, PachdDouble
 
 
 def invoke(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -166,12 +53,6 @@ def invoke(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pachhook", *args], cwd=repo, capture_output=True, text=True
     )
-
-
-def double_of(pachd: Target) -> PachdDouble:
-    if not isinstance(pachd, DoubleTarget):
-        pytest.skip("needs the pachd double (fault injection, call counts)")
-    return pachd.double
 
 
 def config_for(address: str | None, project: str = "default") -> Config:
@@ -187,14 +68,14 @@ def cluster_for(pachd: Target, **env: str) -> PachydermCluster:
 
 def plans(
     docs: list[dict[str, Any]], project: str, spec_file: str = "pipelines.json"
-) -> list[tuple[PipelinePlan, dict[str, Any]]]:
-    """What the executor hands to `apply`: DAG-ordered plans with their rewritten specs."""
+) -> list[tuple[Pipeline, dict[str, Any]]]:
+    """What the executor hands to `apply`: DAG-ordered pipelines with their rewritten specs."""
     pipelines = parse_file(spec_file, json.dumps(docs).encode(), project, strict=True)
     out = []
     for p in dag_order(pipelines):
         digest = spec_digest(rewritten(p, p.image, {}))
         spec = rewritten(p, p.image, {ANNOTATION_DIGEST: digest, ANNOTATION_COMMIT: "c0ffee"})
-        out.append((PipelinePlan(p, p.image, None, "create", (), digest), spec))
+        out.append((p, spec))
     return out
 
 
@@ -217,12 +98,6 @@ DAG = [
     spec("stats", "clean"),
     spec("clean", "raw"),
 ]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- addresses ------------------------------------------------------------------------------
@@ -416,8 +291,8 @@ def test_resolving_a_connection_does_not_import_python_pachyderm() -> None:
     code = (
         "import sys\n"
         "from pachhook.config import Config, PachydermConfig\n"
-        "from pachhook.connection import resolve_connection\n"
-        "from pachhook.deploy import PachydermCluster\n"
+        "from pachhook.pachyderm.connection import resolve_connection\n"
+        "from pachhook.pachyderm.cluster import PachydermCluster\n"
         "resolve_connection(Config(path=None, pachyderm=PachydermConfig(address='p:1')), {})\n"
         "print(sorted(m for m in ('python_pachyderm', 'grpc') if m in sys.modules))\n"
     )
@@ -448,7 +323,7 @@ def test_reads_every_pipelines_digest_in_one_call(pachd: Target, project: str) -
     if isinstance(pachd, DoubleTarget):
         pachd.double.reset_calls()
     digests = cluster.pipeline_digests()
-    want = {(project, p.pipeline.name): p.spec_digest for p, _ in specs}
+    want = {(project, p.name): s["metadata"]["annotations"][ANNOTATION_DIGEST] for p, s in specs}
     assert {k: v for k, v in digests.items() if k[0] == project} == want
     if isinstance(pachd, DoubleTarget):
         assert pachd.double.calls() == {"pps_v2.API/ListPipeline": 1}
@@ -467,7 +342,7 @@ def test_apply_creates_in_order_in_one_transaction(pachd: Target, project: str) 
     pachd.create_repo("raw", project)
     cluster = cluster_for(pachd)
     specs = plans(DAG, project)
-    assert [p.pipeline.name for p, _ in specs] == ["clean", "features", "stats", "report"]
+    assert [p.name for p, _ in specs] == ["clean", "features", "stats", "report"]
     txn = cluster.apply(specs, reprocess=False)
     assert len(txn) >= 16
     deployed = pachd.pipelines(project)
@@ -478,7 +353,7 @@ def test_apply_creates_in_order_in_one_transaction(pachd: Target, project: str) 
         (applied,) = pachd.double.applied_transactions()
         assert applied.id == txn
         sent = [r.create_pipeline.pipeline.name for r in applied.requests]
-        assert sent == [p.pipeline.name for p, _ in specs]
+        assert sent == [p.name for p, _ in specs]
         assert all(r.create_pipeline.update for r in applied.requests)
         assert pachd.double.open_transactions() == {}
 
@@ -581,7 +456,7 @@ def test_unparseable_fields_are_named_before_anything_is_sent(pachd: Target, pro
     ],
 )
 def test_parse_errors_name_the_field(extra: dict[str, Any], complaint: str) -> None:
-    from pachhook.deploy import to_request
+    from pachhook.pachyderm.cluster import to_request
 
     (plan, doc), *_ = plans([spec("p", **extra)], "default", "p.json")
     with pytest.raises(InputError) as err:

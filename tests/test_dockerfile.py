@@ -14,18 +14,27 @@ from typing import Any
 import pytest
 
 from pachhook.config import ImageConfig
-from pachhook.dockerfile import analyze, image_inputs
-from pachhook.dockerignore import (
+from pachhook.docker.ignore import (
     BadPattern,
     compile_ignore,
     filepath_match,
-    filter_paths,
+    go_clean,
     has_wildcards,
-    is_excluded,
     read_patterns,
 )
-from pachhook.dockerparse import parse
+from pachhook.docker.inputs import analyze, image_inputs
+from pachhook.docker.parse import parse
 from pachhook.errors import InputError
+
+
+def is_excluded(text: str, path: str) -> bool:
+    """Whether an ignore file with this text keeps the context-relative `path` from the builder."""
+    return compile_ignore(text).excluded(go_clean(path.lstrip("/")) if path else ".")
+
+
+def filter_paths(text: str, paths: list[str]) -> list[str]:
+    """The context-relative `paths` that an ignore file with this text lets through."""
+    return [p for p in paths if not compile_ignore(text).excluded(p)]
 
 
 def inputs(
@@ -781,7 +790,7 @@ def test_negation_inside_an_excluded_directory_wins_only_after_it() -> None:
 def test_empty_ignore_file_excludes_nothing() -> None:
     matcher = compile_ignore("# only a comment\n\n")
     assert not matcher
-    assert matcher.filter(["a", "b/c"]) == ["a", "b/c"]
+    assert filter_paths("# only a comment\n\n", ["a", "b/c"]) == ["a", "b/c"]
 
 
 # --- Go's filepath.Match ------------------------------------------------------------------------

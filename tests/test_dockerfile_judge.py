@@ -34,7 +34,7 @@ import docker
 import pytest
 
 from pachhook.config import ImageConfig
-from pachhook.dockerfile import image_inputs
+from pachhook.docker.inputs import image_inputs
 
 pytestmark = pytest.mark.docker
 

@@ -23,11 +23,9 @@ from typing import IO, Any
 
 import pytest
 
-from pachhook import ledger
 from pachhook.errors import InputError
-from pachhook.git import Repo as GitRepo
-from pachhook.hooks import (
-    HOOK_TYPES,
+from pachhook.hooks.postpush import Job, PushProcess, redacted, wait_for_acceptance
+from pachhook.hooks.push import (
     DeployBranches,
     RefUpdate,
     group_by_commit,
@@ -35,26 +33,17 @@ from pachhook.hooks import (
     parse_updates,
     pre_commit_push,
     push_targets,
-    script,
 )
-from pachhook.lock import run_lock
-from pachhook.postpush import Job, PushProcess, redacted, wait_for_acceptance
-from pachhook.selection import Selection
-
-try:  # tests/ on sys.path (pytest's default import mode)
-    import services
-    from e2e import Repo as E2ERepo
-    from e2e import first_run
-    from helpers import GIT_ENV, commit, git, init_repo, spec, write
-    from test_deploy import DoubleTarget, Target, closed_port, pachd, project
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests import services  # type: ignore[no-redef]
-    from tests.e2e import Repo as E2ERepo
-    from tests.e2e import first_run
-    from tests.helpers import GIT_ENV, commit, git, init_repo, spec, write
-    from tests.test_deploy import DoubleTarget, Target, closed_port, pachd, project
-
-__all__ = ["pachd", "project"]  # fixtures, used by name
+from pachhook.hooks.scripts import HOOK_TYPES, script
+from pachhook.repo.git import Repo as GitRepo
+from pachhook.repo.selection import Selection
+from pachhook.run import ledger
+from pachhook.run.lock import run_lock
+from tests import services
+from tests.cluster import DoubleTarget, Target, closed_port
+from tests.e2e import Repo as E2ERepo
+from tests.e2e import first_run
+from tests.helpers import GIT_ENV, commit, git, init_repo, spec, write
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = str(Path(sys.executable).parent)
@@ -727,7 +716,7 @@ def test_the_push_process_is_found_from_a_hook(tmp_path: Path) -> None:
     hook = root / ".git" / "hooks" / "pre-push"
     hook.write_text(
         f"#!/bin/sh\nexec {sys.executable} -c "
-        f'"from pachhook.postpush import PushProcess; print(PushProcess.find())" > {out}\n'
+        f'"from pachhook.hooks.postpush import PushProcess; print(PushProcess.find())" > {out}\n'
     )
     hook.chmod(0o755)
     git(root, "remote", "add", "origin", str(remote))

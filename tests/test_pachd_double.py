@@ -20,28 +20,14 @@ from python_pachyderm.proto.v2.pfs import pfs_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.transaction import transaction_pb2
 
-try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
-    from pachd_double import (
-        MSG_BAD_TOKEN,
-        MSG_NO_TOKEN,
-        PARALLELISM_LIMIT,
-        PIPELINE_LIMIT,
-        TEST_TOKEN,
-        PachdDouble,
-        pachd,
-    )
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests.pachd_double import (
-        MSG_BAD_TOKEN,
-        MSG_NO_TOKEN,
-        PARALLELISM_LIMIT,
-        PIPELINE_LIMIT,
-        TEST_TOKEN,
-        PachdDouble,
-        pachd,
-    )
-
-__all__ = ["pachd"]  # the fixture is used by name below
+from tests.pachd_double import (
+    MSG_BAD_TOKEN,
+    MSG_NO_TOKEN,
+    PARALLELISM_LIMIT,
+    PIPELINE_LIMIT,
+    TEST_TOKEN,
+    PachdDouble,
+)
 
 DOUBLE_SCRIPT = Path(__file__).with_name("pachd_double.py")
 
@@ -55,19 +41,19 @@ def transform(image: str = "registry.local/edges:1") -> pps_pb2.Transform:
 
 
 def create(
-    client: python_pachyderm.Client,
+    pachd_client: python_pachyderm.Client,
     name: str,
     input: pps_pb2.Input | None = None,
     *,
     image: str = "registry.local/edges:1",
     **kwargs: object,
 ) -> None:
-    client.create_pipeline(name, transform=transform(image), input=input, **kwargs)
+    pachd_client.create_pipeline(name, transform=transform(image), input=input, **kwargs)
 
 
 @pytest.fixture
-def client(pachd: PachdDouble) -> Iterator[python_pachyderm.Client]:
-    yield pachd.client()
+def pachd_client(pachd_double: PachdDouble) -> Iterator[python_pachyderm.Client]:
+    yield pachd_double.client()
 
 
 def rpc_error(excinfo: pytest.ExceptionInfo[grpc.RpcError]) -> tuple[grpc.StatusCode, str]:
@@ -78,24 +64,24 @@ def rpc_error(excinfo: pytest.ExceptionInfo[grpc.RpcError]) -> tuple[grpc.Status
 # ---------------------------------------------------------------- auth
 
 
-def test_client_constructor_reaches_the_double_over_grpc(pachd: PachdDouble) -> None:
-    client = python_pachyderm.Client(
-        host="127.0.0.1", port=pachd.port, auth_token=TEST_TOKEN, use_default_host=False
+def test_client_constructor_reaches_the_double_over_grpc(pachd_double: PachdDouble) -> None:
+    pachd_client = python_pachyderm.Client(
+        host="127.0.0.1", port=pachd_double.port, auth_token=TEST_TOKEN, use_default_host=False
     )
-    assert client.who_am_i().username == "pach:root"
-    assert pachd.address == f"grpc://127.0.0.1:{pachd.port}"
+    assert pachd_client.who_am_i().username == "pach:root"
+    assert pachd_double.address == f"grpc://127.0.0.1:{pachd_double.port}"
     via_address = python_pachyderm.Client.new_from_pachd_address(
-        pachd.address, auth_token=TEST_TOKEN
+        pachd_double.address, auth_token=TEST_TOKEN
     )
     version = via_address.get_remote_version()
     assert (version.major, version.minor) == (2, 7)
-    assert pachd.call_count("WhoAmI") == 1
-    assert pachd.call_count("versionpb_v2.API/GetVersion") == 1
+    assert pachd_double.call_count("WhoAmI") == 1
+    assert pachd_double.call_count("versionpb_v2.API/GetVersion") == 1
 
 
-def test_wrong_token_is_refused(pachd: PachdDouble) -> None:
-    pachd.create_repo("images")
-    bad = pachd.client(token="not-the-token")
+def test_wrong_token_is_refused(pachd_double: PachdDouble) -> None:
+    pachd_double.create_repo("images")
+    bad = pachd_double.client(token="not-the-token")
     with pytest.raises(grpc.RpcError) as excinfo:
         bad.inspect_repo("images")
     assert rpc_error(excinfo) == (grpc.StatusCode.UNAUTHENTICATED, MSG_BAD_TOKEN)
@@ -105,21 +91,23 @@ def test_wrong_token_is_refused(pachd: PachdDouble) -> None:
     with pytest.raises(grpc.RpcError) as excinfo:
         bad.who_am_i()
     assert rpc_error(excinfo) == (grpc.StatusCode.UNAUTHENTICATED, MSG_BAD_TOKEN)
-    assert pachd.pipelines() == {}
+    assert pachd_double.pipelines() == {}
     # Refused calls still reached the cluster and are counted.
-    assert pachd.call_count("CreatePipeline") == 1
+    assert pachd_double.call_count("CreatePipeline") == 1
 
 
-def test_missing_token_is_refused(pachd: PachdDouble, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_token_is_refused(
+    pachd_double: PachdDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("PACH_PYTHON_AUTH_TOKEN", raising=False)
-    anonymous = pachd.client(token=None)
+    anonymous = pachd_double.client(token=None)
     with pytest.raises(grpc.RpcError) as excinfo:
         list(anonymous.list_pipeline())
     assert rpc_error(excinfo) == (grpc.StatusCode.UNAUTHENTICATED, MSG_NO_TOKEN)
     with pytest.raises(grpc.RpcError) as excinfo:
         anonymous.start_transaction()
     assert excinfo.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert pachd.open_transactions() == {}
+    assert pachd_double.open_transactions() == {}
     # Like pachd, the version endpoint is open (clients call it before logging in).
     assert anonymous.get_remote_version().major == 2
 
@@ -128,11 +116,11 @@ def test_double_without_auth_accepts_anonymous_calls(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("PACH_PYTHON_AUTH_TOKEN", raising=False)
     with PachdDouble(token=None) as double:
         double.create_repo("images")
-        client = double.client(token=None)
-        create(client, "edges", pfs("images"))
+        pachd_client = double.client(token=None)
+        create(pachd_client, "edges", pfs("images"))
         assert ("default", "edges") in double.pipelines()
         with pytest.raises(grpc.RpcError) as excinfo:
-            client.who_am_i()
+            pachd_client.who_am_i()
         assert rpc_error(excinfo) == (
             grpc.StatusCode.UNIMPLEMENTED,
             "the auth service is not activated",
@@ -142,70 +130,74 @@ def test_double_without_auth_accepts_anonymous_calls(monkeypatch: pytest.MonkeyP
 # ---------------------------------------------------------------- repos and projects
 
 
-def test_repo_rpcs_and_helper(pachd: PachdDouble, client: python_pachyderm.Client) -> None:
-    pachd.create_repo("images", description="raw images")
-    client.create_repo("labels")
-    info = client.inspect_repo("images")
+def test_repo_rpcs_and_helper(
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
+) -> None:
+    pachd_double.create_repo("images", description="raw images")
+    pachd_client.create_repo("labels")
+    info = pachd_client.inspect_repo("images")
     assert (info.repo.project.name, info.repo.name, info.description) == (
         "default",
         "images",
         "raw images",
     )
     # Newest first, as pachd lists them.
-    assert [r.repo.name for r in client.list_repo()] == ["labels", "images"]
+    assert [r.repo.name for r in pachd_client.list_repo()] == ["labels", "images"]
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.create_repo("images")
+        pachd_client.create_repo("images")
     assert rpc_error(excinfo) == (
         grpc.StatusCode.ALREADY_EXISTS,
         "repo default/images already exists",
     )
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.inspect_repo("nope")
+        pachd_client.inspect_repo("nope")
     assert rpc_error(excinfo) == (grpc.StatusCode.NOT_FOUND, "repo default/nope not found")
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.create_repo("bad name")
+        pachd_client.create_repo("bad name")
     assert "only alphanumeric characters" in excinfo.value.details()
 
 
-def test_repos_are_keyed_by_project(pachd: PachdDouble, client: python_pachyderm.Client) -> None:
-    pachd.create_project("vision")
-    client.create_project("audio")
-    assert {"default", "vision", "audio"} <= pachd.projects()
-    assert {p.project.name for p in client.list_project()} == {"default", "vision", "audio"}
-    pachd.create_repo("images", project="vision")
-    client.create_repo("images", project_name="audio")
-    assert set(pachd.repos()) == {("vision", "images"), ("audio", "images")}
+def test_repos_are_keyed_by_project(
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
+) -> None:
+    pachd_double.create_project("vision")
+    pachd_client.create_project("audio")
+    assert {"default", "vision", "audio"} <= pachd_double.projects()
+    assert {p.project.name for p in pachd_client.list_project()} == {"default", "vision", "audio"}
+    pachd_double.create_repo("images", project="vision")
+    pachd_client.create_repo("images", project_name="audio")
+    assert set(pachd_double.repos()) == {("vision", "images"), ("audio", "images")}
     with pytest.raises(grpc.RpcError):
-        client.inspect_repo("images")  # not in the default project
+        pachd_client.inspect_repo("images")  # not in the default project
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.create_repo("x", project_name="missing")
+        pachd_client.create_repo("x", project_name="missing")
     assert excinfo.value.code() == grpc.StatusCode.NOT_FOUND
     assert 'project "missing" not found' in excinfo.value.details()
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.create_project("vision")
+        pachd_client.create_project("vision")
     assert excinfo.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
 def test_pipeline_in_project_reads_inputs_from_its_project(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_project("vision")
-    pachd.create_repo("images", project="vision")
-    pachd.create_repo("shared")
+    pachd_double.create_project("vision")
+    pachd_double.create_repo("images", project="vision")
+    pachd_double.create_repo("shared")
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.create_pipeline(
+        pachd_client.create_pipeline(
             "edges", transform=transform(), input=pfs("shared"), project_name="vision"
         )
     assert excinfo.value.details() == "repo vision/shared not found"
-    client.create_pipeline(
+    pachd_client.create_pipeline(
         "edges",
         transform=transform(),
         project_name="vision",
         input=pps_pb2.Input(cross=[pfs("images"), pfs("shared", project="default")]),
     )
-    assert ("vision", "edges") in pachd.pipelines()
-    assert ("vision", "edges") in pachd.repos()
-    info = next(client.inspect_pipeline("edges", details=True, project_name="vision"))
+    assert ("vision", "edges") in pachd_double.pipelines()
+    assert ("vision", "edges") in pachd_double.repos()
+    info = next(pachd_client.inspect_pipeline("edges", details=True, project_name="vision"))
     assert info.pipeline.project.name == "vision"
 
 
@@ -213,16 +205,16 @@ def test_pipeline_in_project_reads_inputs_from_its_project(
 
 
 def test_create_makes_output_spec_and_meta_repos(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
-    create(client, "edges", pfs("images"))
-    assert pachd.repos()[("default", "edges")].branches == ("master",)
-    assert ("default", "edges") in pachd.repos("spec")
-    assert ("default", "edges") in pachd.repos("meta")
+    pachd_double.create_repo("images")
+    create(pachd_client, "edges", pfs("images"))
+    assert pachd_double.repos()[("default", "edges")].branches == ("master",)
+    assert ("default", "edges") in pachd_double.repos("spec")
+    assert ("default", "edges") in pachd_double.repos("meta")
     # The input branch is created as provenance of the output branch.
-    assert pachd.repos()[("default", "images")].branches == ("master",)
-    assert {(r.repo.name, r.repo.type) for r in client.list_repo(type="")} == {
+    assert pachd_double.repos()[("default", "images")].branches == ("master",)
+    assert {(r.repo.name, r.repo.type) for r in pachd_client.list_repo(type="")} == {
         ("images", "user"),
         ("edges", "user"),
         ("edges", "spec"),
@@ -231,41 +223,41 @@ def test_create_makes_output_spec_and_meta_repos(
 
 
 def test_create_without_update_on_existing_pipeline_fails(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
-    create(client, "edges", pfs("images"), image="registry.local/edges:1")
+    pachd_double.create_repo("images")
+    create(pachd_client, "edges", pfs("images"), image="registry.local/edges:1")
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "edges", pfs("images"), image="registry.local/edges:2")
+        create(pachd_client, "edges", pfs("images"), image="registry.local/edges:2")
     assert rpc_error(excinfo) == (
         grpc.StatusCode.ALREADY_EXISTS,
         'pipeline "default/edges" already exists',
     )
-    record = pachd.pipelines()[("default", "edges")]
+    record = pachd_double.pipelines()[("default", "edges")]
     assert (record.version, record.image) == (1, "registry.local/edges:1")
 
 
 def test_update_bumps_version_and_stores_the_spec(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
+    pachd_double.create_repo("images")
     create(
-        client,
+        pachd_client,
         "edges",
         pfs("images"),
         image="registry.local/edges:1",
         metadata=pps_pb2.Metadata(annotations={"pachhook/digest": "sha256:aaa"}),
     )
-    first_salt = pachd.pipelines()[("default", "edges")].salt
+    first_salt = pachd_double.pipelines()[("default", "edges")].salt
     create(
-        client,
+        pachd_client,
         "edges",
         pfs("images"),
         image="registry.local/edges:2",
         update=True,
         metadata=pps_pb2.Metadata(annotations={"pachhook/digest": "sha256:bbb"}),
     )
-    record = pachd.pipelines()[("default", "edges")]
+    record = pachd_double.pipelines()[("default", "edges")]
     assert record.version == 2
     assert record.image == "registry.local/edges:2"
     assert record.annotations == {"pachhook/digest": "sha256:bbb"}
@@ -273,18 +265,23 @@ def test_update_bumps_version_and_stores_the_spec(
     assert record.salt == first_salt  # no reprocess: datums are kept
 
     create(
-        client, "edges", pfs("images"), image="registry.local/edges:3", update=True, reprocess=True
+        pachd_client,
+        "edges",
+        pfs("images"),
+        image="registry.local/edges:3",
+        update=True,
+        reprocess=True,
     )
-    record = pachd.pipelines()[("default", "edges")]
+    record = pachd_double.pipelines()[("default", "edges")]
     assert (record.version, record.reprocess) == (3, True)
     assert record.salt != first_salt
-    assert pachd.applied_order() == [
+    assert pachd_double.applied_order() == [
         ("default", "edges", 1),
         ("default", "edges", 2),
         ("default", "edges", 3),
     ]
 
-    info = next(client.inspect_pipeline("edges", details=True, project_name="default"))
+    info = next(pachd_client.inspect_pipeline("edges", details=True, project_name="default"))
     assert info.version == 3
     assert info.state == pps_pb2.PipelineState.PIPELINE_RUNNING
     assert info.details.transform.image == "registry.local/edges:3"
@@ -293,11 +290,11 @@ def test_update_bumps_version_and_stores_the_spec(
     assert info.details.input.pfs.branch == "master"  # pachd's default
     assert info.details.reprocess_spec == "until_success"
 
-    listed = {p.pipeline.name: p for p in client.list_pipeline(details=True)}
+    listed = {p.pipeline.name: p for p in pachd_client.list_pipeline(details=True)}
     assert listed["edges"].version == 3
     assert listed["edges"].details.transform.image == "registry.local/edges:3"
-    assert [p.version for p in client.inspect_pipeline("edges", history=-1)] == [3, 2, 1]
-    older = next(client.inspect_pipeline("edges^", details=True))
+    assert [p.version for p in pachd_client.inspect_pipeline("edges", history=-1)] == [3, 2, 1]
+    older = next(pachd_client.inspect_pipeline("edges^", details=True))
     assert (older.version, dict(older.details.metadata.annotations)) == (
         2,
         {"pachhook/digest": "sha256:bbb"},
@@ -305,29 +302,31 @@ def test_update_bumps_version_and_stores_the_spec(
 
 
 def test_inspect_without_details_omits_them(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
-    create(client, "edges", pfs("images"))
-    info = next(client.inspect_pipeline("edges"))
+    pachd_double.create_repo("images")
+    create(pachd_client, "edges", pfs("images"))
+    info = next(pachd_client.inspect_pipeline("edges"))
     assert info.version == 1
     assert not info.HasField("details")
     with pytest.raises(grpc.RpcError) as excinfo:
-        next(client.inspect_pipeline("nope"))
+        next(pachd_client.inspect_pipeline("nope"))
     assert excinfo.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_update_of_missing_pipeline_creates_it(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
-    create(client, "edges", pfs("images"), update=True)
-    assert pachd.pipelines()[("default", "edges")].version == 1
-    assert ("default", "edges") in pachd.repos()
+    pachd_double.create_repo("images")
+    create(pachd_client, "edges", pfs("images"), update=True)
+    assert pachd_double.pipelines()[("default", "edges")].version == 1
+    assert ("default", "edges") in pachd_double.repos()
 
 
-def test_create_pipeline_from_request(pachd: PachdDouble, client: python_pachyderm.Client) -> None:
-    pachd.create_repo("images")
+def test_create_pipeline_from_request(
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
+) -> None:
+    pachd_double.create_repo("images")
     request = python_pachyderm.parse_dict_pipeline_spec(
         {
             "pipeline": {"name": "edges"},
@@ -337,8 +336,8 @@ def test_create_pipeline_from_request(pachd: PachdDouble, client: python_pachyde
             "parallelism_spec": {"constant": 2},
         }
     )
-    client.create_pipeline_from_request(request)
-    record = pachd.pipelines()[("default", "edges")]
+    pachd_client.create_pipeline_from_request(request)
+    record = pachd_double.pipelines()[("default", "edges")]
     assert (record.image, record.annotations, record.parallelism) == (
         "registry.local/edges:7",
         {"team": "vision"},
@@ -347,251 +346,257 @@ def test_create_pipeline_from_request(pachd: PachdDouble, client: python_pachyde
 
 
 def test_a_repo_named_like_the_pipeline_blocks_creation(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
-    pachd.create_repo("edges")
+    pachd_double.create_repo("images")
+    pachd_double.create_repo("edges")
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "edges", pfs("images"))
+        create(pachd_client, "edges", pfs("images"))
     assert excinfo.value.details() == (
         'pipeline "edges" cannot be created because a repo with the same name already exists'
     )
-    assert pachd.pipelines() == {}
+    assert pachd_double.pipelines() == {}
 
 
-def test_spec_validation(pachd: PachdDouble, client: python_pachyderm.Client) -> None:
-    pachd.create_repo("images")
+def test_spec_validation(pachd_double: PachdDouble, pachd_client: python_pachyderm.Client) -> None:
+    pachd_double.create_repo("images")
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.create_pipeline("edges", transform=None, input=pfs("images"))
+        pachd_client.create_pipeline("edges", transform=None, input=pfs("images"))
     assert excinfo.value.details() == "pipeline must specify a transform"
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "bad.name", pfs("images"))
+        create(pachd_client, "bad.name", pfs("images"))
     assert excinfo.value.details().startswith("invalid pipeline name: name (bad.name) invalid")
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "edges", pps_pb2.Input(pfs=pps_pb2.PFSInput(repo="images")))
+        create(pachd_client, "edges", pps_pb2.Input(pfs=pps_pb2.PFSInput(repo="images")))
     assert excinfo.value.details() == "input must specify a glob"
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "edges", pps_pb2.Input(cross=[pfs("images"), pfs("images")]))
+        create(pachd_client, "edges", pps_pb2.Input(cross=[pfs("images"), pfs("images")]))
     assert excinfo.value.details() == 'name "images" was used more than once'
-    assert pachd.pipelines() == {}
+    assert pachd_double.pipelines() == {}
 
 
 # ---------------------------------------------------------------- inputs
 
 
 def test_missing_input_repo_fails_and_creates_nothing(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "edges", pfs("images"))
+        create(pachd_client, "edges", pfs("images"))
     assert rpc_error(excinfo) == (grpc.StatusCode.NOT_FOUND, "repo default/images not found")
-    assert pachd.pipelines() == {}
-    assert pachd.repos() == {}
-    assert pachd.repos("spec") == {}
+    assert pachd_double.pipelines() == {}
+    assert pachd_double.repos() == {}
+    assert pachd_double.repos("spec") == {}
 
 
 @pytest.mark.parametrize("kind", ["cross", "union", "join", "group"])
 def test_every_input_kind_checks_its_repos(
-    pachd: PachdDouble, client: python_pachyderm.Client, kind: str
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client, kind: str
 ) -> None:
-    pachd.create_repo("images")
-    pachd.create_repo("labels")
+    pachd_double.create_repo("images")
+    pachd_double.create_repo("labels")
     extra = {"join": {"join_on": "$1"}, "group": {"group_by": "$1"}}.get(kind, {})
     arms = [pfs("images", "/(*)", **extra), pfs("masks", "/(*)", **extra)]
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "edges", pps_pb2.Input(**{kind: arms}))
+        create(pachd_client, "edges", pps_pb2.Input(**{kind: arms}))
     assert excinfo.value.details() == "repo default/masks not found"
-    assert pachd.pipelines() == {}
+    assert pachd_double.pipelines() == {}
 
     # Nested inputs are checked too.
     nested = pps_pb2.Input(
         **{kind: [pfs("images", "/(*)", **extra), pps_pb2.Input(cross=[pfs("labels"), pfs("x")])]}
     )
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "edges", nested)
+        create(pachd_client, "edges", nested)
     assert excinfo.value.details() == "repo default/x not found"
 
-    pachd.create_repo("masks")
-    create(client, "edges", pps_pb2.Input(**{kind: arms}))
-    stored = pachd.pipelines()[("default", "edges")].info.details.input
+    pachd_double.create_repo("masks")
+    create(pachd_client, "edges", pps_pb2.Input(**{kind: arms}))
+    stored = pachd_double.pipelines()[("default", "edges")].info.details.input
     assert [arm.pfs.repo for arm in getattr(stored, kind)] == ["images", "masks"]
 
 
 def test_cron_input_creates_its_own_repo(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
     cron = pps_pb2.Input(cron=pps_pb2.CronInput(name="tick", spec="*/10 * * * *"))
-    create(client, "nightly", cron)
-    assert ("default", "nightly_tick") in pachd.repos()
-    assert ("default", "nightly") in pachd.repos()
-    info = next(client.inspect_pipeline("nightly", details=True))
+    create(pachd_client, "nightly", cron)
+    assert ("default", "nightly_tick") in pachd_double.repos()
+    assert ("default", "nightly") in pachd_double.repos()
+    info = next(pachd_client.inspect_pipeline("nightly", details=True))
     assert info.details.input.cron.repo == "nightly_tick"
     # An update reuses the tick repo instead of failing on it.
-    create(client, "nightly", cron, update=True)
-    assert pachd.pipelines()[("default", "nightly")].version == 2
+    create(pachd_client, "nightly", cron, update=True)
+    assert pachd_double.pipelines()[("default", "nightly")].version == 2
 
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "broken", pps_pb2.Input(cron=pps_pb2.CronInput(name="t", spec="often")))
+        create(
+            pachd_client, "broken", pps_pb2.Input(cron=pps_pb2.CronInput(name="t", spec="often"))
+        )
     assert "error parsing cron-spec" in excinfo.value.details()
-    assert ("default", "broken_t") not in pachd.repos()
+    assert ("default", "broken_t") not in pachd_double.repos()
 
 
 # ---------------------------------------------------------------- transactions
 
 
 def test_transaction_queues_until_finished(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
-    with client.transaction() as txn:
-        create(client, "edges", pfs("images"))
-        create(client, "montage", pfs("edges"))  # input created by the queued request
+    pachd_double.create_repo("images")
+    with pachd_client.transaction() as txn:
+        create(pachd_client, "edges", pfs("images"))
+        create(pachd_client, "montage", pfs("edges"))  # input created by the queued request
         # Queued, not applied.
-        assert pachd.pipelines() == {}
-        queued = client.inspect_transaction(txn)
+        assert pachd_double.pipelines() == {}
+        queued = pachd_client.inspect_transaction(txn)
         assert [r.create_pipeline.pipeline.name for r in queued.requests] == ["edges", "montage"]
-        assert [t.transaction.id for t in client.list_transaction()] == [txn.id]
-    assert set(pachd.pipelines()) == {("default", "edges"), ("default", "montage")}
-    assert pachd.applied_order() == [("default", "edges", 1), ("default", "montage", 1)]
-    assert pachd.pipelines()[("default", "montage")].transaction_id == txn.id
-    [applied] = pachd.applied_transactions()
+        assert [t.transaction.id for t in pachd_client.list_transaction()] == [txn.id]
+    assert set(pachd_double.pipelines()) == {("default", "edges"), ("default", "montage")}
+    assert pachd_double.applied_order() == [("default", "edges", 1), ("default", "montage", 1)]
+    assert pachd_double.pipelines()[("default", "montage")].transaction_id == txn.id
+    [applied] = pachd_double.applied_transactions()
     assert (applied.id, len(applied.requests), applied.via) == (txn.id, 2, "finish")
-    assert pachd.open_transactions() == {}
+    assert pachd_double.open_transactions() == {}
 
 
 def test_downstream_sent_before_upstream_fails_at_send(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
-    txn = client.start_transaction()
-    client.transaction_id = txn.id
+    pachd_double.create_repo("images")
+    txn = pachd_client.start_transaction()
+    pachd_client.transaction_id = txn.id
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "montage", pfs("edges"))
+        create(pachd_client, "montage", pfs("edges"))
     assert rpc_error(excinfo) == (
         grpc.StatusCode.NOT_FOUND,
         "error running request 1 of 1: repo default/edges not found",
     )
     # The rejected request was not queued; the right order works.
-    assert len(client.inspect_transaction(txn).requests) == 0
-    create(client, "edges", pfs("images"))
-    create(client, "montage", pfs("edges"))
-    client.transaction_id = None
-    client.finish_transaction(txn)
-    assert pachd.applied_order() == [("default", "edges", 1), ("default", "montage", 1)]
+    assert len(pachd_client.inspect_transaction(txn).requests) == 0
+    create(pachd_client, "edges", pfs("images"))
+    create(pachd_client, "montage", pfs("edges"))
+    pachd_client.transaction_id = None
+    pachd_client.finish_transaction(txn)
+    assert pachd_double.applied_order() == [("default", "edges", 1), ("default", "montage", 1)]
 
 
-def test_transaction_is_all_or_nothing(pachd: PachdDouble, client: python_pachyderm.Client) -> None:
-    pachd.create_repo("images")
-    create(client, "edges", pfs("images"), image="registry.local/edges:1")
-    pachd.fail_pipeline("montage", "image pull backoff")
-    txn = client.start_transaction()
-    client.transaction_id = txn.id
-    client.create_repo("masks")
-    create(client, "edges", pfs("images"), image="registry.local/edges:2", update=True)
-    create(client, "montage", pfs("edges"))  # accepted: the failure fires at finish
-    client.transaction_id = None
+def test_transaction_is_all_or_nothing(
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
+) -> None:
+    pachd_double.create_repo("images")
+    create(pachd_client, "edges", pfs("images"), image="registry.local/edges:1")
+    pachd_double.fail_pipeline("montage", "image pull backoff")
+    txn = pachd_client.start_transaction()
+    pachd_client.transaction_id = txn.id
+    pachd_client.create_repo("masks")
+    create(pachd_client, "edges", pfs("images"), image="registry.local/edges:2", update=True)
+    create(pachd_client, "montage", pfs("edges"))  # accepted: the failure fires at finish
+    pachd_client.transaction_id = None
 
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.finish_transaction(txn)
+        pachd_client.finish_transaction(txn)
     assert rpc_error(excinfo) == (
         grpc.StatusCode.UNKNOWN,
         "error running request 3 of 3: image pull backoff",
     )
     # Nothing of the transaction was applied, not even the requests before the failure.
-    assert pachd.pipelines()[("default", "edges")].version == 1
-    assert pachd.pipelines()[("default", "edges")].image == "registry.local/edges:1"
-    assert ("default", "montage") not in pachd.pipelines()
-    assert ("default", "masks") not in pachd.repos()
-    assert pachd.applied_transactions() == []
+    assert pachd_double.pipelines()[("default", "edges")].version == 1
+    assert pachd_double.pipelines()[("default", "edges")].image == "registry.local/edges:1"
+    assert ("default", "montage") not in pachd_double.pipelines()
+    assert ("default", "masks") not in pachd_double.repos()
+    assert pachd_double.applied_transactions() == []
     # As in pachd, the failed transaction is still there to inspect or delete.
-    assert len(client.inspect_transaction(txn).requests) == 3
-    client.delete_transaction(txn)
-    assert pachd.open_transactions() == {}
+    assert len(pachd_client.inspect_transaction(txn).requests) == 3
+    pachd_client.delete_transaction(txn)
+    assert pachd_double.open_transactions() == {}
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.finish_transaction(txn)
+        pachd_client.finish_transaction(txn)
     assert excinfo.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_context_manager_failure_applies_nothing(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
-    pachd.fail_pipeline("montage", "boom")
-    with pytest.raises(grpc.RpcError), client.transaction():
-        create(client, "edges", pfs("images"))
-        create(client, "montage", pfs("edges"))
-    assert pachd.pipelines() == {}
-    assert set(pachd.repos()) == {("default", "images")}
-    assert client.transaction_id is None
+    pachd_double.create_repo("images")
+    pachd_double.fail_pipeline("montage", "boom")
+    with pytest.raises(grpc.RpcError), pachd_client.transaction():
+        create(pachd_client, "edges", pfs("images"))
+        create(pachd_client, "montage", pfs("edges"))
+    assert pachd_double.pipelines() == {}
+    assert set(pachd_double.repos()) == {("default", "images")}
+    assert pachd_client.transaction_id is None
     # The client's context manager does not delete a transaction whose finish
     # failed, and pachd keeps it: it stays open until someone deletes it.
-    assert len(pachd.open_transactions()) == 1
+    assert len(pachd_double.open_transactions()) == 1
 
 
 def test_failure_injected_at_queue_time(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
-    pachd.fail_pipeline("edges", "quota exceeded", at="queue", code=grpc.StatusCode.INTERNAL)
-    with pytest.raises(grpc.RpcError) as excinfo, client.transaction():
-        create(client, "edges", pfs("images"))
+    pachd_double.create_repo("images")
+    pachd_double.fail_pipeline("edges", "quota exceeded", at="queue", code=grpc.StatusCode.INTERNAL)
+    with pytest.raises(grpc.RpcError) as excinfo, pachd_client.transaction():
+        create(pachd_client, "edges", pfs("images"))
     assert rpc_error(excinfo) == (
         grpc.StatusCode.INTERNAL,
         "error running request 1 of 1: quota exceeded",
     )
-    assert pachd.open_transactions() == {}  # the context manager deleted it
+    assert pachd_double.open_transactions() == {}  # the context manager deleted it
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "edges", pfs("images"))
+        create(pachd_client, "edges", pfs("images"))
     assert rpc_error(excinfo) == (grpc.StatusCode.INTERNAL, "quota exceeded")
-    pachd.clear_failures()
-    create(client, "edges", pfs("images"))
-    assert ("default", "edges") in pachd.pipelines()
+    pachd_double.clear_failures()
+    create(pachd_client, "edges", pfs("images"))
+    assert ("default", "edges") in pachd_double.pipelines()
 
 
 def test_failure_can_be_limited_to_a_number_of_attempts(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
-    pachd.fail_pipeline("edges", "transient", times=1)
+    pachd_double.create_repo("images")
+    pachd_double.fail_pipeline("edges", "transient", times=1)
     with pytest.raises(grpc.RpcError):
-        create(client, "edges", pfs("images"))
-    create(client, "edges", pfs("images"))
-    assert pachd.pipelines()[("default", "edges")].version == 1
+        create(pachd_client, "edges", pfs("images"))
+    create(pachd_client, "edges", pfs("images"))
+    assert pachd_double.pipelines()[("default", "edges")].version == 1
 
 
 def test_delete_transaction_discards_queued_requests(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
-    txn = client.start_transaction()
-    client.transaction_id = txn.id
-    create(client, "edges", pfs("images"))
-    client.transaction_id = None
-    client.delete_transaction(txn)
-    assert pachd.pipelines() == {}
-    assert list(client.list_transaction()) == []
+    pachd_double.create_repo("images")
+    txn = pachd_client.start_transaction()
+    pachd_client.transaction_id = txn.id
+    create(pachd_client, "edges", pfs("images"))
+    pachd_client.transaction_id = None
+    pachd_client.delete_transaction(txn)
+    assert pachd_double.pipelines() == {}
+    assert list(pachd_client.list_transaction()) == []
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.inspect_transaction(txn)
+        pachd_client.inspect_transaction(txn)
     assert rpc_error(excinfo) == (grpc.StatusCode.NOT_FOUND, f"transactions {txn.id} not found")
 
 
 def test_finishing_an_unknown_transaction_fails(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.finish_transaction("0123456789abcdef0123456789abcdef")
+        pachd_client.finish_transaction("0123456789abcdef0123456789abcdef")
     assert excinfo.value.code() == grpc.StatusCode.NOT_FOUND
     # Sending a request into an unknown transaction fails the same way.
-    pachd.create_repo("images")
-    client.transaction_id = "feedfacefeedfacefeedfacefeedface"
+    pachd_double.create_repo("images")
+    pachd_client.transaction_id = "feedfacefeedfacefeedfacefeedface"
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "edges", pfs("images"))
+        create(pachd_client, "edges", pfs("images"))
     assert excinfo.value.code() == grpc.StatusCode.NOT_FOUND
-    assert pachd.pipelines() == {}
+    assert pachd_double.pipelines() == {}
 
 
-def test_batch_transaction(pachd: PachdDouble, client: python_pachyderm.Client) -> None:
-    pachd.create_repo("images")
+def test_batch_transaction(
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
+) -> None:
+    pachd_double.create_repo("images")
     # A batch goes straight to the transaction runner, which (unlike the
     # CreatePipeline RPC) does not default the project.
     request = pps_pb2.CreatePipelineRequest(
@@ -599,59 +604,66 @@ def test_batch_transaction(pachd: PachdDouble, client: python_pachyderm.Client) 
         transform=transform(),
         input=pfs("images"),
     )
-    info = client.batch_transaction([transaction_pb2.TransactionRequest(create_pipeline=request)])
+    info = pachd_client.batch_transaction(
+        [transaction_pb2.TransactionRequest(create_pipeline=request)]
+    )
     assert len(info.responses) == 1
-    assert pachd.applied_transactions()[0].via == "batch"
-    assert ("default", "edges") in pachd.pipelines()
+    assert pachd_double.applied_transactions()[0].via == "batch"
+    assert ("default", "edges") in pachd_double.pipelines()
 
 
 # ---------------------------------------------------------------- limits
 
 
 def test_community_edition_pipeline_limit(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
+    pachd_double.create_repo("images")
     for i in range(PIPELINE_LIMIT):
-        create(client, f"p{i}", pfs("images"))
+        create(pachd_client, f"p{i}", pfs("images"))
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "one-too-many", pfs("images"))
+        create(pachd_client, "one-too-many", pfs("images"))
     assert excinfo.value.details().startswith(
         "Pachyderm Community Edition requires an activation key to create more than 16 total "
         "pipelines (you have 16)."
     )
-    assert len(pachd.pipelines()) == PIPELINE_LIMIT
+    assert len(pachd_double.pipelines()) == PIPELINE_LIMIT
     # Existing pipelines can still be updated.
-    create(client, "p0", pfs("images"), image="registry.local/edges:2", update=True)
-    assert pachd.pipelines()[("default", "p0")].version == 2
+    create(pachd_client, "p0", pfs("images"), image="registry.local/edges:2", update=True)
+    assert pachd_double.pipelines()[("default", "p0")].version == 2
 
-    pachd.enterprise = True
-    create(client, "one-too-many", pfs("images"))
-    assert len(pachd.pipelines()) == PIPELINE_LIMIT + 1
+    pachd_double.enterprise = True
+    create(pachd_client, "one-too-many", pfs("images"))
+    assert len(pachd_double.pipelines()) == PIPELINE_LIMIT + 1
 
 
 def test_community_edition_parallelism_limit(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
+    pachd_double.create_repo("images")
     too_wide = pps_pb2.ParallelismSpec(constant=PARALLELISM_LIMIT + 1)
     with pytest.raises(grpc.RpcError) as excinfo:
-        create(client, "edges", pfs("images"), parallelism_spec=too_wide)
+        create(pachd_client, "edges", pfs("images"), parallelism_spec=too_wide)
     assert "parallelism more than 8" in excinfo.value.details()
     create(
-        client,
+        pachd_client,
         "edges",
         pfs("images"),
         parallelism_spec=pps_pb2.ParallelismSpec(constant=PARALLELISM_LIMIT),
     )
-    assert pachd.pipelines()[("default", "edges")].parallelism == PARALLELISM_LIMIT
+    assert pachd_double.pipelines()[("default", "edges")].parallelism == PARALLELISM_LIMIT
 
 
 def test_limits_off_with_enterprise() -> None:
     with PachdDouble(enterprise=True) as double:
         double.create_repo("images")
-        client = double.client()
-        create(client, "wide", pfs("images"), parallelism_spec=pps_pb2.ParallelismSpec(constant=32))
+        pachd_client = double.client()
+        create(
+            pachd_client,
+            "wide",
+            pfs("images"),
+            parallelism_spec=pps_pb2.ParallelismSpec(constant=32),
+        )
         assert double.pipelines()[("default", "wide")].parallelism == 32
 
 
@@ -659,33 +671,33 @@ def test_limits_off_with_enterprise() -> None:
 
 
 def test_unimplemented_rpcs_name_the_method(
-    pachd: PachdDouble, client: python_pachyderm.Client
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
 ) -> None:
-    pachd.create_repo("images")
+    pachd_double.create_repo("images")
     with pytest.raises(grpc.RpcError) as excinfo:
-        list(client.list_branch("images"))
+        list(pachd_client.list_branch("images"))
     assert rpc_error(excinfo) == (
         grpc.StatusCode.UNIMPLEMENTED,
         "method ListBranch not implemented",
     )
     with pytest.raises(grpc.RpcError) as excinfo:
-        client.delete_pipeline("edges")
+        pachd_client.delete_pipeline("edges")
     assert excinfo.value.details() == "method DeletePipeline not implemented"
 
 
-def test_call_counts_prove_contact(pachd: PachdDouble) -> None:
-    assert pachd.call_count() == 0
-    client = pachd.client()  # building a client sends nothing
-    assert pachd.call_count() == 0
-    list(client.list_pipeline())
-    assert pachd.calls() == {"pps_v2.API/ListPipeline": 1}
-    assert pachd.call_count("ListPipeline") == 1
-    pachd.reset_calls()
-    assert pachd.call_count() == 0
+def test_call_counts_prove_contact(pachd_double: PachdDouble) -> None:
+    assert pachd_double.call_count() == 0
+    pachd_client = pachd_double.client()  # building a pachd_client sends nothing
+    assert pachd_double.call_count() == 0
+    list(pachd_client.list_pipeline())
+    assert pachd_double.calls() == {"pps_v2.API/ListPipeline": 1}
+    assert pachd_double.call_count("ListPipeline") == 1
+    pachd_double.reset_calls()
+    assert pachd_double.call_count() == 0
 
 
-def test_health_check(pachd: PachdDouble, client: python_pachyderm.Client) -> None:
-    assert client.health_check().status == 1  # SERVING
+def test_health_check(pachd_double: PachdDouble, pachd_client: python_pachyderm.Client) -> None:
+    assert pachd_client.health_check().status == 1  # SERVING
 
 
 def test_run_by_hand_until_sigterm(tmp_path: Path) -> None:
@@ -700,8 +712,8 @@ def test_run_by_hand_until_sigterm(tmp_path: Path) -> None:
         assert proc.stdout is not None
         address = proc.stdout.readline().strip()
         assert address.startswith("grpc://127.0.0.1:")
-        client = python_pachyderm.Client.new_from_pachd_address(address, auth_token="X")
-        assert client.inspect_repo("images").repo.name == "images"
+        pachd_client = python_pachyderm.Client.new_from_pachd_address(address, auth_token="X")
+        assert pachd_client.inspect_repo("images").repo.name == "images"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:

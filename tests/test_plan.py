@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from pachhook.errors import InputError
-from pachhook.git import Repo
-from pachhook.plan import Remote, dag_order, make_plan
-from pachhook.planning import plan_selection
-from pachhook.selection import Selection
-from pachhook.specs import parse_file
+from pachhook.pachyderm.specs import parse_file
+from pachhook.plan.load import plan_selection
+from pachhook.plan.planner import Remote, dag_order, make_plan
+from pachhook.repo.git import Repo
+from pachhook.repo.selection import Selection
 from tests.helpers import commit, git, init_repo, spec, write
 
 CONFIG = """
@@ -27,7 +27,7 @@ context = "serve"
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def plan_repo(tmp_path: Path) -> Path:
     root = init_repo(tmp_path / "repo")
     commit(
         root,
@@ -60,10 +60,10 @@ def actions(plan) -> tuple[dict[str, str], dict[str, str]]:
     )
 
 
-def test_code_change_builds_one_image_and_updates_its_pipelines(repo: Path):
-    base = git(repo, "rev-parse", "HEAD")
-    commit(repo, "tune", {"serve/app.py": "print('serve v2')\n"})
-    plan = plan_of(repo, from_ref=base)
+def test_code_change_builds_one_image_and_updates_its_pipelines(plan_repo: Path):
+    base = git(plan_repo, "rev-parse", "HEAD")
+    commit(plan_repo, "tune", {"serve/app.py": "print('serve v2')\n"})
+    plan = plan_of(plan_repo, from_ref=base)
     images, pipes = actions(plan)
     assert images == {"train": "skip", "serve": "build"}
     assert pipes == {"train": "skip", "score": "update", "report": "update"}
@@ -76,57 +76,57 @@ def test_code_change_builds_one_image_and_updates_its_pipelines(repo: Path):
     ]
 
 
-def test_spec_only_change_updates_only_that_pipeline(repo: Path):
-    base = git(repo, "rev-parse", "HEAD")
-    text = (repo / "pipelines/more.yaml").read_text().replace('"score", "train"', "x")
+def test_spec_only_change_updates_only_that_pipeline(plan_repo: Path):
+    base = git(plan_repo, "rev-parse", "HEAD")
+    text = (plan_repo / "pipelines/more.yaml").read_text().replace('"score", "train"', "x")
     docs = text.split("\n---\n")
     docs[1] = docs[1].replace('"true"', '"exit 0"')
-    commit(repo, "report spec", {"pipelines/more.yaml": "\n---\n".join(docs)})
-    images, pipes = actions(plan_of(repo, from_ref=base))
+    commit(plan_repo, "report spec", {"pipelines/more.yaml": "\n---\n".join(docs)})
+    images, pipes = actions(plan_of(plan_repo, from_ref=base))
     assert images == {"train": "skip", "serve": "skip"}
     assert pipes == {"train": "skip", "score": "skip", "report": "update"}
 
 
-def test_new_spec_is_created_and_removed_spec_is_reported(repo: Path):
-    base = git(repo, "rev-parse", "HEAD")
-    (repo / "pipelines/train.json").unlink()
-    commit(repo, "swap", {"pipelines/fresh.json": spec("fresh", "busybox", "raw")})
-    plan = plan_of(repo, from_ref=base)
+def test_new_spec_is_created_and_removed_spec_is_reported(plan_repo: Path):
+    base = git(plan_repo, "rev-parse", "HEAD")
+    (plan_repo / "pipelines/train.json").unlink()
+    commit(plan_repo, "swap", {"pipelines/fresh.json": spec("fresh", "busybox", "raw")})
+    plan = plan_of(plan_repo, from_ref=base)
     assert {p.pipeline.name: p.action for p in plan.pipelines}["fresh"] == "create"
     assert [(p.name, p.spec_file) for p in plan.removed] == [("train", "pipelines/train.json")]
     assert "train" not in {p.pipeline.name for p in plan.pipelines}
 
 
-def test_config_change_re_evaluates_everything(repo: Path):
-    base = git(repo, "rev-parse", "HEAD")
-    commit(repo, "jobs", {"pachhook.toml": "jobs = 3\n" + CONFIG})
-    images, pipes = actions(plan_of(repo, from_ref=base))
+def test_config_change_re_evaluates_everything(plan_repo: Path):
+    base = git(plan_repo, "rev-parse", "HEAD")
+    commit(plan_repo, "jobs", {"pachhook.toml": "jobs = 3\n" + CONFIG})
+    images, pipes = actions(plan_of(plan_repo, from_ref=base))
     assert set(images.values()) == {"build"} and set(pipes.values()) == {"update"}
 
 
-def test_irrelevant_change_reads_nothing(repo: Path):
-    base = git(repo, "rev-parse", "HEAD")
-    commit(repo, "docs", {"docs/guide.md": "# better guide\n"})
-    plan = plan_of(repo, from_ref=base)
+def test_irrelevant_change_reads_nothing(plan_repo: Path):
+    base = git(plan_repo, "rev-parse", "HEAD")
+    commit(plan_repo, "docs", {"docs/guide.md": "# better guide\n"})
+    plan = plan_of(plan_repo, from_ref=base)
     assert not plan.evaluated and plan.nothing_to_do
     assert plan.changed_files == ("docs/guide.md",)
     assert [i.action for i in plan.images] == ["skip", "skip"] and plan.pipelines == ()
 
 
-def test_deleted_input_rebuilds(repo: Path):
-    base = git(repo, "rev-parse", "HEAD")
-    commit(repo, "helper", {"train/helper.py": "x = 1\n"})
-    mid = git(repo, "rev-parse", "HEAD")
-    (repo / "train/helper.py").unlink()
-    commit(repo, "drop helper")
-    images, _ = actions(plan_of(repo, from_ref=mid))
+def test_deleted_input_rebuilds(plan_repo: Path):
+    base = git(plan_repo, "rev-parse", "HEAD")
+    commit(plan_repo, "helper", {"train/helper.py": "x = 1\n"})
+    mid = git(plan_repo, "rev-parse", "HEAD")
+    (plan_repo / "train/helper.py").unlink()
+    commit(plan_repo, "drop helper")
+    images, _ = actions(plan_of(plan_repo, from_ref=mid))
     assert images["train"] == "build"
     # Added and removed again between base and HEAD: no change at all.
-    assert actions(plan_of(repo, from_ref=base))[0] == {"train": "skip", "serve": "skip"}
+    assert actions(plan_of(plan_repo, from_ref=base))[0] == {"train": "skip", "serve": "skip"}
 
 
-def test_pipelines_in_dag_order_upstream_first(repo: Path):
-    plan = plan_of(repo, everything=True)
+def test_pipelines_in_dag_order_upstream_first(plan_repo: Path):
+    plan = plan_of(plan_repo, everything=True)
     assert [p.pipeline.name for p in plan.pipelines] == ["train", "score", "report"]
 
 
@@ -148,8 +148,8 @@ def test_cycle_names_the_pipelines():
         dag_order(pipelines)
 
 
-def test_remote_state_decides(repo: Path):
-    planned = plan_selection(Repo.discover(repo), Selection(everything=True), {})
+def test_remote_state_decides(plan_repo: Path):
+    planned = plan_selection(Repo.discover(plan_repo), Selection(everything=True), {})
     plan = planned.plan
     train = next(i for i in plan.images if i.name.endswith("train"))
     digests = {p.key: p.spec_digest for p in plan.pipelines}
@@ -162,73 +162,76 @@ def test_remote_state_decides(repo: Path):
     assert pipes == {"train": "skip", "score": "create", "report": "update"}
 
 
-def test_working_tree_counts_staged_unstaged_untracked_not_ignored(repo: Path):
-    commit(repo, "ignore", {".gitignore": "*.log\n"})
+def test_working_tree_counts_staged_unstaged_untracked_not_ignored(plan_repo: Path):
+    commit(plan_repo, "ignore", {".gitignore": "*.log\n"})
     write(
-        repo,
+        plan_repo,
         {
             "train/model.py": "print('edited')\n",
             "serve/new.py": "x\n",
             "serve/debug.log": "noise\n",
         },
     )
-    git(repo, "add", "train/model.py")
-    write(repo, {"docs/guide.md": "unstaged\n"})
-    plan = plan_of(repo, working_tree=True)
+    git(plan_repo, "add", "train/model.py")
+    write(plan_repo, {"docs/guide.md": "unstaged\n"})
+    plan = plan_of(plan_repo, working_tree=True)
     assert set(plan.changed_files) == {"train/model.py", "serve/new.py", "docs/guide.md"}
     assert actions(plan)[0] == {"train": "build", "serve": "build"}
 
 
-def test_renames_count_under_both_names(repo: Path):
-    base = git(repo, "rev-parse", "HEAD")
-    git(repo, "mv", "train/model.py", "serve/model.py")
-    commit(repo, "move")
-    plan = plan_of(repo, from_ref=base)
+def test_renames_count_under_both_names(plan_repo: Path):
+    base = git(plan_repo, "rev-parse", "HEAD")
+    git(plan_repo, "mv", "train/model.py", "serve/model.py")
+    commit(plan_repo, "move")
+    plan = plan_of(plan_repo, from_ref=base)
     assert set(plan.changed_files) == {"train/model.py", "serve/model.py"}
     assert actions(plan)[0] == {"train": "build", "serve": "build"}
 
 
-def test_default_selection_uses_upstream_merge_base(repo: Path, tmp_path: Path):
+def test_default_selection_uses_upstream_merge_base(plan_repo: Path, tmp_path: Path):
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))
-    git(repo, "remote", "add", "origin", str(remote))
-    git(repo, "push", "-q", "-u", "origin", "main")
-    commit(repo, "local", {"train/model.py": "print('v2')\n"})
-    assert actions(plan_of(repo))[0] == {"train": "build", "serve": "skip"}
+    git(plan_repo, "remote", "add", "origin", str(remote))
+    git(plan_repo, "push", "-q", "-u", "origin", "main")
+    commit(plan_repo, "local", {"train/model.py": "print('v2')\n"})
+    assert actions(plan_of(plan_repo))[0] == {"train": "build", "serve": "skip"}
     # A new branch without upstream is compared with the remote's default branch.
-    git(repo, "checkout", "-q", "-b", "feature")
-    commit(repo, "feature", {"serve/app.py": "print('v3')\n"})
-    assert actions(plan_of(repo))[0] == {"train": "build", "serve": "build"}
+    git(plan_repo, "checkout", "-q", "-b", "feature")
+    commit(plan_repo, "feature", {"serve/app.py": "print('v3')\n"})
+    assert actions(plan_of(plan_repo))[0] == {"train": "build", "serve": "build"}
     # So is a detached HEAD.
-    git(repo, "checkout", "-q", "--detach")
-    assert actions(plan_of(repo))[0] == {"train": "build", "serve": "build"}
+    git(plan_repo, "checkout", "-q", "--detach")
+    assert actions(plan_of(plan_repo))[0] == {"train": "build", "serve": "build"}
 
 
-def test_no_upstream_and_no_remote_is_a_clear_error(repo: Path):
+def test_no_upstream_and_no_remote_is_a_clear_error(plan_repo: Path):
     with pytest.raises(
         InputError, match="no upstream branch.*use --from REF, --working-tree or --all"
     ):
-        plan_of(repo)
+        plan_of(plan_repo)
 
 
-def test_root_commit_as_from(repo: Path):
-    root_commit = git(repo, "rev-list", "--max-parents=0", "HEAD")
-    commit(repo, "more", {"serve/app.py": "print('v4')\n"})
-    assert actions(plan_of(repo, from_ref=root_commit))[0] == {"train": "skip", "serve": "build"}
+def test_root_commit_as_from(plan_repo: Path):
+    root_commit = git(plan_repo, "rev-list", "--max-parents=0", "HEAD")
+    commit(plan_repo, "more", {"serve/app.py": "print('v4')\n"})
+    assert actions(plan_of(plan_repo, from_ref=root_commit))[0] == {
+        "train": "skip",
+        "serve": "build",
+    }
 
 
-def test_shallow_clone_without_merge_base_says_what_to_do(repo: Path, tmp_path: Path):
+def test_shallow_clone_without_merge_base_says_what_to_do(plan_repo: Path, tmp_path: Path):
     for n in range(3):
-        commit(repo, f"c{n}", {"serve/app.py": f"print({n})\n"})
+        commit(plan_repo, f"c{n}", {"serve/app.py": f"print({n})\n"})
     clone = tmp_path / "shallow"
-    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(clone))
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{plan_repo}", str(clone))
     with pytest.raises(InputError, match="git fetch --unshallow"):
         plan_of(clone, from_ref="HEAD~2")
 
 
-def test_unknown_ref_and_empty_repository(tmp_path: Path, repo: Path):
+def test_unknown_ref_and_empty_repository(tmp_path: Path, plan_repo: Path):
     with pytest.raises(InputError, match="no commit named 'nope'"):
-        plan_of(repo, from_ref="nope")
+        plan_of(plan_repo, from_ref="nope")
     empty = init_repo(tmp_path / "empty")
     with pytest.raises(InputError, match="no commits yet"):
         plan_of(empty)
@@ -243,25 +246,29 @@ def test_unknown_ref_and_empty_repository(tmp_path: Path, repo: Path):
     assert actions(plan_of(empty, working_tree=True))[0] == {"train": "build", "serve": "build"}
 
 
-def test_missing_context_and_dockerfile_are_config_errors(repo: Path):
+def test_missing_context_and_dockerfile_are_config_errors(plan_repo: Path):
     commit(
-        repo, "bad", {"pachhook.toml": CONFIG + '\n[[image]]\nname = "x/y"\ncontext = "nowhere"\n'}
+        plan_repo,
+        "bad",
+        {"pachhook.toml": CONFIG + '\n[[image]]\nname = "x/y"\ncontext = "nowhere"\n'},
     )
     with pytest.raises(InputError, match=r"pachhook.toml: image\[2\].context: folder 'nowhere'"):
-        plan_of(repo, everything=True)
+        plan_of(plan_repo, everything=True)
     commit(
-        repo, "bad2", {"pachhook.toml": CONFIG + '\n[[image]]\nname = "x/y"\ncontext = "docs"\n'}
+        plan_repo,
+        "bad2",
+        {"pachhook.toml": CONFIG + '\n[[image]]\nname = "x/y"\ncontext = "docs"\n'},
     )
     with pytest.raises(
         InputError, match=r"image\[2\].dockerfile: 'docs/Dockerfile' .* does not exist"
     ):
-        plan_of(repo, everything=True)
+        plan_of(plan_repo, everything=True)
 
 
-def test_duplicate_pipeline_names_both_places(repo: Path):
-    commit(repo, "dup", {"pipelines/dup.json": spec("train", "x", "raw")})
+def test_duplicate_pipeline_names_both_places(plan_repo: Path):
+    commit(plan_repo, "dup", {"pipelines/dup.json": spec("train", "x", "raw")})
     with pytest.raises(
         InputError,
         match=r"pipelines/train.json:1: pipeline default/train is also defined at pipelines/dup.json:1",
     ):
-        plan_of(repo, everything=True)
+        plan_of(plan_repo, everything=True)

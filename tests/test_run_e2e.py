@@ -25,20 +25,10 @@ from typing import Any
 
 import pytest
 
-try:  # tests/ on sys.path (pytest's default import mode)
-    import services
-    from e2e import PACHHOOK, Repo, first_run, make_repo
-    from helpers import commit, unavailable
-    from test_deploy import DoubleTarget, Target, closed_port, pachd, project
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests import services  # type: ignore[no-redef]
-    from tests.e2e import PACHHOOK, Repo, first_run, make_repo
-    from tests.helpers import commit, unavailable
-    from tests.test_deploy import DoubleTarget, Target, closed_port, pachd, project
-
-# pachd and project: fixtures, used by name; PACHHOOK, Repo, first_run: for tests/test_watch.py
-__all__ = ["PACHHOOK", "Repo", "first_run", "pachd", "project"]
-
+from tests import services
+from tests.cluster import DoubleTarget, Target, closed_port
+from tests.e2e import Repo, first_run
+from tests.helpers import unavailable
 
 # -- a registry of the test's own, that can be stopped or made read-only --------------------
 
@@ -103,11 +93,6 @@ def own_registry(tmp_path: Path) -> Iterator[OwnRegistry]:
 
 
 # -- the repository (tests/e2e.py) -------------------------------------------------------------
-
-
-@pytest.fixture
-def repo(registry: services.Registry, e2e_repo: Callable[..., Repo]) -> Repo:
-    return e2e_repo(registry.address)
 
 
 def reset_calls(pachd: Target) -> None:
@@ -330,22 +315,6 @@ def test_a_missing_input_repo_is_named(
 
 
 # -- deploy only: pipelines of images pachhook does not build (no Docker needed) -----------
-
-
-@pytest.fixture
-def spec_repo(tmp_path: Path, pachd: Target, project: str) -> Repo:
-    """Four pipelines on an image pachhook does not build: runs only talk to pachd."""
-    pachd.create_repo("raw", project)
-    image = "docker.io/library/busybox:1.36"
-    repo = make_repo(tmp_path / "repo", pachd, project, image, image, "scratch", "unix:///none")
-    (repo.root / "pachhook.toml").write_text(
-        f'[pachyderm]\nproject = "{project}"\n\n'
-        '[pipelines]\ninclude = ["pipelines/*.json", "pipelines/*.yaml"]\n'
-    )
-    shutil.rmtree(repo.root / "app")
-    shutil.rmtree(repo.root / "tools")
-    commit(repo.root, "no images")
-    return repo
 
 
 def test_deploy_only_first_run_then_nothing_then_one_spec(spec_repo: Repo) -> None:

@@ -11,11 +11,7 @@ from typing import Any, NoReturn
 import docker
 import pytest
 
-try:  # pytest puts tests/ on sys.path (no tests/__init__.py)
-    import helpers
-    import services
-except ImportError:  # tests/ is a package
-    from tests import helpers, services  # type: ignore[no-redef]
+from tests import helpers, services
 
 
 def _unavailable(exc: BaseException) -> NoReturn:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from pachhook import specs
 from pachhook.errors import InputError
+from pachhook.pachyderm import specs
 
 
 def parse(path: str, text: str, strict: bool = True) -> list[specs.Pipeline]:

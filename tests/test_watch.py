@@ -21,22 +21,14 @@ from typing import Any
 
 import pytest
 
-from pachhook import lock
-from pachhook.filechange import Change, FileChange
-from pachhook.watch import Watcher
-from pachhook.watchfilter import DefaultFilter, RepoFilter
-from pachhook.watchsession import Contents
-
-try:  # tests/ on sys.path (pytest's default import mode)
-    from helpers import commit, init_repo, write
-    from test_run_e2e import PACHHOOK, first_run, pachd, project, repo, spec_repo
-    from test_run_e2e import Repo as E2ERepo
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests.helpers import commit, init_repo, write
-    from tests.test_run_e2e import PACHHOOK, first_run, pachd, project, repo, spec_repo
-    from tests.test_run_e2e import Repo as E2ERepo
-
-__all__ = ["pachd", "project", "repo", "spec_repo"]  # fixtures, used by name
+from pachhook.run import lock
+from pachhook.watch.changes import Change, FileChange
+from pachhook.watch.events import Watcher
+from pachhook.watch.filters import DefaultFilter, RepoFilter
+from pachhook.watch.session import Contents
+from tests.e2e import PACHHOOK, first_run
+from tests.e2e import Repo as E2ERepo
+from tests.helpers import commit, init_repo, write
 
 IGNORES = "*.log\nbuild/\n"
 SUMMARY = re.compile(r"^\d\d:\d\d:\d\d run (done in|failed after) ")
@@ -331,7 +323,7 @@ def test_a_new_folder_past_the_limit_falls_back_to_polling(tree: Path) -> None:
 
 
 def test_repo_filter_asks_git_once_per_burst(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pachhook import git
+    from pachhook.repo import git
 
     keep = RepoFilter(tree)
     calls: list[list[str]] = []

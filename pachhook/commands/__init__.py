@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pachhook.git import Repo
-    from pachhook.selection import Selection
-    from pachhook.source import Source
+    from pachhook.repo.git import Repo
+    from pachhook.repo.selection import Selection
+    from pachhook.repo.source import Source
 
 
 def add_selection(parser: argparse.ArgumentParser) -> None:
@@ -39,21 +39,31 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
+    return value
+
+
 def selection(args: argparse.Namespace) -> Selection:
-    from pachhook.selection import Selection
+    from pachhook.repo.selection import Selection
 
     return Selection(args.from_ref, args.to_ref, args.working_tree, args.everything)
 
 
 def repo() -> Repo:
-    from pachhook.git import Repo
+    from pachhook.repo.git import Repo
 
     return Repo.discover(Path.cwd())
 
 
 def source_at(rev: str | None) -> Source:
     """A commit when `rev` is given, else the working tree."""
-    from pachhook.source import CommitSource, WorkingTreeSource
+    from pachhook.repo.source import CommitSource, WorkingTreeSource
 
     found = repo()
     return CommitSource(found, found.resolve(rev)) if rev else WorkingTreeSource(found)

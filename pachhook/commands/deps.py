@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pachhook.config import load, normalize_repository
-    from pachhook.workspace import image_state
+    from pachhook.plan.workspace import image_state
 
     source = source_at(args.rev)
     config = load(source.read, env())

@@ -22,12 +22,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pachhook.explain import explain_paths
-    from pachhook.source import CommitSource, WorkingTreeSource
-    from pachhook.workspace import load_workspace
+    from pachhook.plan.explain import explain_paths
+    from pachhook.plan.workspace import load_workspace
 
     source = source_at(args.rev)
-    assert isinstance(source, CommitSource | WorkingTreeSource)
     workspace = load_workspace(source, env())
     root = source.repo.root.resolve()
     relative = []

@@ -16,17 +16,12 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pachhook.commands import env, err, out, repo
-from pachhook.errors import PachhookError
 
 if TYPE_CHECKING:
-    from pachhook.git import Repo
-    from pachhook.hooks import PushGroup, PushTarget
-    from pachhook.planning import Planned
-    from pachhook.postpush import Job
+    pass
 
 
 def register(subparsers: Any) -> None:
@@ -70,195 +65,32 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-# -- pre-push ---------------------------------------------------------------------------------
+# -- the hooks -------------------------------------------------------------------------------
 
 
 def run_pre_push(args: argparse.Namespace) -> int:
-    from pachhook import hooks
-    from pachhook.planning import plan_selection
+    from pachhook.hooks.prepush import pre_push
 
-    found = repo()
-    environment = env()
-    framework = hooks.pre_commit_push(environment)
-    if framework is not None:
-        remote = args.remote or framework.remote
-        url = args.url or framework.url
-        updates, from_ref = framework.updates, framework.from_ref
-    else:
-        remote, url, from_ref = args.remote, args.url, None
-        updates = hooks.parse_updates(sys.stdin.read())
-    targets = hooks.push_targets(found, remote, updates, from_ref)
-    work = []
-    for group in hooks.group_by_commit(found, targets):
-        planned = plan_selection(found, group.selection, environment)
-        if planned.plan.evaluated and not planned.plan.nothing_to_do:
-            work.append((group, planned))
-    if not work:
-        if targets:
-            err("pachhook: nothing in this push is an image input, a pipeline spec or the config")
-        return 0
-    return _build_then_deploy(found, remote, url, work, environment, sync=args.sync)
-
-
-def _build_then_deploy(
-    found: Repo,
-    remote: str | None,
-    url: str | None,
-    work: list[tuple[PushGroup, Planned]],
-    environment: Mapping[str, str],
-    *,
-    sync: bool,
-) -> int:
-    from pachhook import hooks, ledger, postpush
-    from pachhook.execution import run_planned
-    from pachhook.run import RunOptions
-
-    # git passes the remote's name and URL; for a push to a bare URL both are the URL.
-    named = bool(remote) and remote != url
-    label = remote if named and remote else postpush.redacted(url or remote or "")
-    branches = hooks.DeployBranches(found, remote)
-    push = postpush.PushProcess.find()
-    # `git push --dry-run` runs the hook too: build (the check is worth having), deploy nothing.
-    dry_run = push is not None and push.dry_run()
-    jobs: list[Job] = []
-    for group, planned in work:
-        assert planned.workspace is not None
-        settings = planned.workspace.config.hooks
-        refs = ", ".join(t.update.remote_ref for t in group.targets)
-        err(f"pachhook: {refs} at {group.commit[:12]} ({group.targets[0].basis})")
-        deploying = [
-            t for t in group.targets if branches.deploys(t.update, settings.deploy_branches)
-        ]
-        if dry_run and deploying and planned.plan.deploys:
-            err("pachhook: git push --dry-run: no pipeline is updated")
-            deploying = []
-        sync_deploy = sync and bool(deploying)
-        if planned.plan.builds or sync_deploy:
-            options = RunOptions(deploy=sync_deploy, held_because="see below")
-            record = run_planned(found, planned, options, environment, trigger="pre-push")
-            if not record.ok:
-                if settings.on_build_failure == "block":
-                    err(
-                        f"pachhook: push stopped: {record.error}; fix it and push again, or push "
-                        'anyway with git push --no-verify ([hooks] on_build_failure = "warn" '
-                        "lets such pushes through)"
-                    )
-                    return 1
-                err(
-                    'pachhook: the push goes on ([hooks] on_build_failure = "warn"), '
-                    f"but no pipeline is updated for {refs}"
-                )
-                for target in deploying:
-                    job = _job(group, target, label, settings.post_push_timeout)
-                    ledger.append(
-                        found.state_dir,
-                        job.entry("failed", error=f"at pre-push: {record.error}"),
-                    )
-                continue
-        if not planned.plan.deploys:
-            continue
-        for target in group.targets:
-            if target not in deploying and not dry_run:
-                err(f"pachhook: {branches.why_not(target.update, settings.deploy_branches)}")
-        if not sync:
-            jobs += [_job(group, t, label, settings.post_push_timeout) for t in deploying]
-    if jobs:
-        log = postpush.start(
-            found,
-            jobs,
-            push=push,
-            url=None if named else url,
-            env=environment,
-        )
-        where = os.path.relpath(log, found.root)
-        for job in jobs:
-            err(
-                f"pachhook: {job.remote_ref}: pipelines will be updated once {label} has "
-                f"accepted the push (pachhook status; log: {where})"
-            )
-    return 0
-
-
-def _job(group: PushGroup, target: PushTarget, remote: str, timeout: float) -> Job:
-    from pachhook.postpush import Job
-
-    return Job.new(group.commit, remote, target.update.remote_ref, target.selection, timeout)
-
-
-# -- post-commit, post-merge ------------------------------------------------------------------
+    return pre_push(repo(), args.remote, args.url, sys.stdin.read, env(), sync=args.sync, say=err)
 
 
 def run_post_commit(args: argparse.Namespace) -> int:
-    return _after_commit("post-commit", "HEAD~1")
+    from pachhook.hooks.commit import after_commit
+
+    return after_commit(repo(), "post-commit", "HEAD~1", env(), out=out, err=err)
 
 
 def run_post_merge(args: argparse.Namespace) -> int:
     squash = args.squash or os.environ.get("PRE_COMMIT_IS_SQUASH_MERGE")
     if squash == "1":
         return 0  # nothing is committed yet: the commit's own hook will show it
-    return _after_commit("post-merge", "ORIG_HEAD")
+    from pachhook.hooks.commit import after_commit
 
-
-def _after_commit(trigger: str, base: str) -> int:
-    """Never fails the commit or merge: errors are printed, the exit code is 0."""
-    try:
-        _show_or_build(trigger, base)
-    except PachhookError as exc:
-        err(f"pachhook: {exc.message}")
-    except Exception as exc:
-        if os.environ.get("PACHHOOK_DEBUG"):
-            raise
-        err(
-            f"pachhook: internal error: {type(exc).__name__}: {exc} "
-            "(set PACHHOOK_DEBUG=1 to see the traceback, and please report it)"
-        )
-    return 0
-
-
-def _show_or_build(trigger: str, base: str) -> None:
-    from pachhook.config import load as load_config
-    from pachhook.git import run
-    from pachhook.hooks import everything_at
-    from pachhook.planning import plan_selection
-    from pachhook.selection import Selection
-    from pachhook.source import CommitSource
-
-    found = repo()
-    environment = env()
-    if not found.has_commits():
-        return
-    head = found.resolve("HEAD")
-    start = run(["rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"], found.root, check=False)
-    selection = Selection(start.strip(), head) if start.strip() else everything_at(head)
-    source = CommitSource(found, head)
-    try:
-        mode = load_config(source.read, environment).hooks.post_commit
-    finally:
-        source.close()
-    if mode == "off":
-        return
-    planned = plan_selection(found, selection, environment)
-    if not planned.plan.evaluated or planned.plan.nothing_to_do:
-        return  # quiet: nothing this commit touches matters to pachhook
-    if mode == "plan":
-        from pachhook.report import plan_lines
-
-        what = "this commit" if trigger == "post-commit" else "this merge"
-        out(f"pachhook: what {what} changes (built at pre-push, deployed once pushed):")
-        for line in plan_lines(planned.plan):
-            out(f"  {line}")
-        return
-    from pachhook.execution import run_selection
-    from pachhook.run import RunOptions
-
-    run_selection(found, selection, RunOptions(deploy=False), environment, trigger=trigger)
-
-
-# -- the detached post-push process -----------------------------------------------------------
+    return after_commit(repo(), "post-merge", "ORIG_HEAD", env(), out=out, err=err)
 
 
 def run_post_push_deploy(args: argparse.Namespace) -> int:
-    from pachhook import postpush
+    from pachhook.hooks import postpush
 
     push = postpush.PushProcess.parse(args.push_process) if args.push_process else None
 

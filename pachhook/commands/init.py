@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pachhook.config import has_tool_table
-    from pachhook.init import discover_config
+    from pachhook.plan.discover import discover_config
 
     found = repo()
     target = found.root / "pachhook.toml"

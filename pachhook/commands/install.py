@@ -13,7 +13,7 @@ from typing import Any
 
 from pachhook.commands import out, repo
 
-# pachhook.hooks.HOOK_TYPES, named here so that building the parser imports nothing.
+# pachhook.hooks.scripts.HOOK_TYPES, named here so that building the parser imports nothing.
 HOOK_TYPES = ("pre-push", "post-commit", "post-merge")
 
 
@@ -56,7 +56,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_install(args: argparse.Namespace) -> int:
-    from pachhook.hooks import DEFAULT_HOOK_TYPES, install
+    from pachhook.hooks.scripts import DEFAULT_HOOK_TYPES, install
 
     types = list(dict.fromkeys(args.hook_types or DEFAULT_HOOK_TYPES))
     options = ["--sync"] if args.sync else []
@@ -66,7 +66,7 @@ def run_install(args: argparse.Namespace) -> int:
 
 
 def run_uninstall(args: argparse.Namespace) -> int:
-    from pachhook.hooks import uninstall
+    from pachhook.hooks.scripts import uninstall
 
     lines = uninstall(repo(), list(dict.fromkeys(args.hook_types or HOOK_TYPES)))
     for line in lines or ["no pachhook hook was installed"]:

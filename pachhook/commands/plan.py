@@ -21,8 +21,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pachhook.planning import plan_selection
-    from pachhook.report import plan_lines
+    from pachhook.plan.load import plan_selection
+    from pachhook.run.report import plan_lines
 
     planned = plan_selection(repo(), selection(args), env())
     if args.json:

@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_selection, env, repo, selection
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
-    return value
+from pachhook.commands import add_selection, env, positive, repo, selection
 
 
 def register(subparsers: Any) -> None:
@@ -50,8 +43,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pachhook.execution import run_selection
-    from pachhook.run import RunOptions
+    from pachhook.run.executor import RunOptions
+    from pachhook.run.runner import run_selection
 
     options = RunOptions(
         dry_run=args.dry_run,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import out, print_json, repo
-from pachhook.commands.run import positive
+from pachhook.commands import out, positive, print_json, repo
 
 
 def register(subparsers: Any) -> None:
@@ -30,8 +29,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pachhook import ledger
-    from pachhook.report import pending_entries, status_lines
+    from pachhook.run import ledger
+    from pachhook.run.report import pending_entries, status_lines
 
     found = repo()
     entries = ledger.read(found.state_dir)

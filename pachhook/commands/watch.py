@@ -110,7 +110,7 @@ def own_outputs(root: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pachhook.watchsession import watch_and_run
+    from pachhook.watch.session import watch_and_run
 
     if args.log:
         log_to(args.log)

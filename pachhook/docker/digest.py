@@ -1,0 +1,77 @@
+"""The input digest of an image, and the tags derived from it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pachhook.config import ImageConfig
+from pachhook.errors import PachhookError
+from pachhook.repo.source import Entry
+
+TAG_PREFIX = "ph-"
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """An image as a source holds it: its inputs, their digest, and the tag to build."""
+
+    config: ImageConfig
+    inputs: tuple[str, ...]
+    removed_inputs: tuple[str, ...]  # changed paths absent from the source that were inputs
+    digest: str
+    tag: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def repository(self) -> str:
+        return self.config.repository
+
+
+def input_digest(
+    image: ImageConfig, inputs: Sequence[str], entry: Callable[[str], Entry], dockerfile_text: str
+) -> str:
+    """sha256 over the sorted inputs (path, mode, blob id), the Dockerfile text, the
+    build args, target and platform: everything the engine is given to build from."""
+    h = hashlib.sha256()
+    for path in sorted(inputs):
+        mode, oid = entry(path)
+        h.update(f"{path}\0{mode}\0{oid}\n".encode())
+    h.update(b"\0dockerfile\0" + dockerfile_text.encode())
+    settings = {
+        "build_args": dict(sorted(image.build_args.items())),
+        "target": image.target,
+        "platform": image.platform,
+        "dockerfile": image.dockerfile_path,
+        "context": image.context,
+    }
+    h.update(b"\0settings\0" + json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def digest_tag(digest: str) -> str:
+    return TAG_PREFIX + digest[:12]
+
+
+FLOATING_TAGS = frozenset({"latest"})
+
+
+def checked_tag(state: ImageState) -> str:
+    """The tag to build and push; a floating tag is refused (Pachyderm workers pull
+    `IfNotPresent` and would keep running the old image)."""
+    tag = state.tag
+    if not tag:
+        raise PachhookError(
+            f"{state.name}: no tag was computed for this image; run pachhook plan to see why"
+        )
+    if tag.lower() in FLOATING_TAGS:
+        raise PachhookError(
+            f"refusing the floating tag {tag!r} (Pachyderm workers would keep running the old "
+            'image); use tag_policy = "digest" or "git-sha"'
+        )
+    return tag

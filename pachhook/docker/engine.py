@@ -1,0 +1,452 @@
+"""The Docker engine: build a context, push the tag, verify that the registry serves it.
+
+`Engine.build` streams the build context (context.py) to the engine, pushes, and checks
+that the registry serves the manifest that was pushed. Only then is an image "built".
+What happens is told to a `BuildEvents` receiver as it happens (stages, steps, output,
+the result), and kept in a log file per build.
+
+docker-py is imported here, and in credentials.py for Docker's credential store, and only
+when an engine or that store is needed: runs whose images are all in the registry never
+load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from pachhook.docker.cache import LABEL_DIGEST
+from pachhook.docker.context import write_context
+from pachhook.docker.credentials import environment_credentials
+from pachhook.docker.digest import ImageState, checked_tag
+from pachhook.docker.registry import DOCKER_HUB, Registries, split_name
+from pachhook.errors import PachhookError, one_line
+from pachhook.repo.source import Source
+
+if TYPE_CHECKING:
+    import docker
+
+LABEL_REVISION = "org.opencontainers.image.revision"
+LABEL_SOURCE = "org.opencontainers.image.source"
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+ENGINE_TIMEOUT = 300  # seconds without a byte from the engine before a call gives up
+TAIL_LINES = 20  # lines of a failed build's log shown on failure
+
+ENGINE_HINT = "is dockerd running? check DOCKER_HOST"
+DISK_FULL = "no space left on device"
+DISK_HINT = "free space on the engine's disk (docker system prune) and run again"
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    name: str
+    reference: str
+    status: str  # built | exists | failed | planned
+    seconds: float = 0.0
+    error: str | None = None
+    log_path: str | None = None
+    manifest: str | None = None  # the manifest digest the registry serves, once verified
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("built", "exists", "planned")
+
+
+class BuildEvents(Protocol):
+    """Who is told how builds go; called from any build's thread."""
+
+    def stage(self, reference: str, stage: str) -> None: ...
+
+    def step(self, reference: str, number: int, total: int, instruction: str) -> None: ...
+
+    def output(self, reference: str, line: str) -> None: ...
+
+    def finished(self, result: ImageResult, tail: Sequence[str] = ()) -> None: ...
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+class _BuildLog:
+    """The full log of one image's build and push, and its last lines for the report.
+    A log that cannot be written (a full disk) must not fail the build: the tail is kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._partial = ""
+        self._file: IO[str] | None
+        try:
+            self._file = open(path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+        except OSError:
+            self._file = None
+
+    def write(self, text: str) -> None:
+        """Engine output as it comes: chunks need not end at a line's end."""
+        if self._file is not None:
+            try:
+                self._file.write(text)
+                self._file.flush()
+            except OSError:
+                self._file = None
+        *lines, self._partial = (self._partial + text).split("\n")
+        self.tail.extend(line.rstrip("\r") for line in lines if line.strip())
+
+    def line(self, text: str) -> None:
+        self.write(("\n" if self._partial else "") + text + "\n")
+
+    def last_lines(self) -> list[str]:
+        return [*self.tail, *([self._partial] if self._partial.strip() else [])][-TAIL_LINES:]
+
+    def close(self, keep: bool) -> str | None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            if keep:
+                return str(self.path)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        return None
+
+
+class Engine:
+    """The Docker engine named by DOCKER_HOST (else Docker's default socket).
+
+    Nothing is contacted until the first build, so a run whose images all exist needs no
+    engine. Safe to use from several threads: each thread gets its own docker-py client.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        registries: Registries,
+        events: BuildEvents,
+        *,
+        logs_dir: Path,
+        source_url: str,
+        image_hosts: Sequence[str] = (),
+    ) -> None:
+        self.env = dict(env)
+        self.registries = registries
+        self.events = events
+        self.logs_dir = logs_dir
+        self.source_url = source_url
+        self.image_hosts = tuple(image_hosts)
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._api_version: str | None = None
+        self._engine_error: PachhookError | None = None
+
+    def build(self, state: ImageState, source: Source, *, push: bool) -> ImageResult:
+        """Build `state` from `source`; with `push`, push it and verify it in the registry."""
+        started = time.monotonic()
+        reference = f"{state.name}:{state.tag}" if state.tag else state.name
+        log = _BuildLog(self._log_path(reference))
+        status, error, manifest = "built", None, None
+        try:
+            tag = checked_tag(state)
+            self.events.stage(reference, "sending context")
+            client = self._client()
+            self._build(client, state, source, log)
+            if push:
+                pushed = self._push(client, state, tag, log)
+                manifest = self._verify(state, tag, pushed, log)
+        except PachhookError as exc:
+            status, error = "failed", exc.message
+        seconds = time.monotonic() - started
+        tail = log.last_lines()
+        if error:
+            log.line(f"error: {error}")
+        # A log is kept for a build that failed after the engine started on it.
+        log_path = log.close(keep=status == "failed" and bool(tail))
+        result = ImageResult(state.name, reference, status, seconds, error, log_path, manifest)
+        self.events.finished(result, tail if status == "failed" else ())
+        return result
+
+    # -- building --
+
+    def _build(
+        self,
+        client: docker.DockerClient,
+        state: ImageState,
+        source: Source,
+        log: _BuildLog,
+    ) -> None:
+        import docker.errors
+        import requests.exceptions
+
+        reference = f"{state.name}:{state.tag}"
+        cfg = state.config
+        files = source.folder(cfg.context)
+        labels = {
+            LABEL_REVISION: source.revision,
+            LABEL_SOURCE: self.source_url,
+            LABEL_DIGEST: state.digest,
+        }
+        step: tuple[str, str] | None = None
+        try:
+            with tempfile.TemporaryFile(prefix="pachhook-context-") as out:
+                try:
+                    context = write_context(files, cfg, out)
+                except OSError as exc:
+                    raise PachhookError(_os_error("writing the build context", exc)) from None
+                finally:
+                    files.close()
+                changed = files.changed_since_planned(state.inputs)
+                if changed:
+                    raise PachhookError(
+                        f"{changed[0]} changed after this run was planned; nothing was "
+                        "built from it, so no tag carries the wrong content: run again"
+                    )
+                log.line(f"context: {context.files} files, dockerfile {context.dockerfile}")
+                self.events.stage(reference, "building")
+                stream = client.api.build(
+                    fileobj=context.file,
+                    custom_context=True,
+                    encoding=None,  # an uncompressed tar: the engine is usually local
+                    dockerfile=context.dockerfile,
+                    tag=reference,
+                    target=cfg.target,
+                    buildargs=dict(cfg.build_args),
+                    platform=cfg.platform,
+                    labels=labels,
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                    timeout=None,  # a quiet RUN step may take longer than any timeout
+                )
+                built = False
+                for chunk in stream:
+                    if "error" in chunk or "errorDetail" in chunk:
+                        log.line(_chunk_error(chunk))
+                        raise PachhookError(
+                            build_failure(step, _chunk_error(chunk), log.last_lines())
+                        )
+                    text = chunk.get("stream")
+                    if isinstance(text, str):
+                        log.write(text)
+                        for line in text.splitlines():
+                            match = _STEP.match(line.strip())
+                            if match:
+                                step = (f"{match[1]}/{match[2]}", match[3])
+                                self.events.step(reference, int(match[1]), int(match[2]), match[3])
+                            else:
+                                self.events.output(reference, line)
+                    elif "status" in chunk:
+                        log.line(_status_line(chunk))
+                    aux = chunk.get("aux")
+                    if isinstance(aux, dict) and aux.get("ID"):
+                        built = True
+                if not built:
+                    raise PachhookError(build_failure(step, "the engine gave no image"))
+        except docker.errors.APIError as exc:
+            raise PachhookError(build_failure(step, _api_error(exc))) from None
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise self._engine_lost(exc) from None
+
+    def _push(
+        self, client: docker.DockerClient, state: ImageState, tag: str, log: _BuildLog
+    ) -> str:
+        """Push the tag; every chunk is checked, since the engine reports registry errors
+        inside a stream whose own status is a success. Returns the pushed manifest digest."""
+        import docker.errors
+        import requests.exceptions
+
+        reference = f"{state.name}:{tag}"
+        host, _ = split_name(state.name)
+        creds = self.registries.credentials(host)
+        # docker-py reads Docker's config itself when given None; only the seed's variables
+        # have to be handed over.
+        auth = None if creds is None or creds.from_docker_config else creds.auth_config()
+        self.events.stage(reference, "pushing")
+        digest = ""
+        try:
+            stream = client.api.push(
+                state.name, tag=tag, stream=True, decode=True, auth_config=auth
+            )
+            for chunk in stream:
+                if "error" in chunk or "errorDetail" in chunk:
+                    log.line(_chunk_error(chunk))
+                    raise push_failure(host, _chunk_error(chunk), creds is not None)
+                if not chunk.get("progressDetail") and _status_line(chunk):
+                    log.line(_status_line(chunk))
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    digest = str(aux["Digest"])
+        except docker.errors.APIError as exc:
+            raise push_failure(host, _api_error(exc), creds is not None) from None
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise self._engine_lost(exc) from None
+        return digest
+
+    def _verify(self, state: ImageState, tag: str, pushed: str, log: _BuildLog) -> str | None:
+        """The manifest digest the registry serves for the pushed tag."""
+        reference = f"{state.name}:{tag}"
+        self.events.stage(reference, "verifying")
+        host, path = split_name(state.name)
+        served = self.registries.registry(host).manifest_digest(path, tag)
+        if served is None:
+            raise PachhookError(
+                f"pushed, but registry {host} does not serve tag {tag}; "
+                "check the registry (storage, replication) and run again"
+            )
+        if pushed and served and served != pushed:
+            raise PachhookError(
+                f"registry {host} serves manifest {served[:19]} for tag {tag}, not the pushed "
+                f"{pushed[:19]}; something else pushed this tag: find it and stop it"
+            )
+        log.line(f"verified: {host} serves {reference} ({served or pushed})")
+        return served or pushed or None
+
+    # -- shared state --
+
+    def _client(self) -> docker.DockerClient:
+        """This thread's client; the first one checks that the engine answers."""
+        client = getattr(self._local, "client", None)
+        if client is not None:
+            return client
+        import docker
+        import docker.errors
+        import requests.exceptions
+
+        with self._lock:
+            if self._engine_error is not None:
+                raise self._engine_error
+            try:
+                client = docker.from_env(
+                    environment=self.env, version=self._api_version, timeout=ENGINE_TIMEOUT
+                )
+                if self._api_version is None:
+                    client.ping()
+                    self._api_version = client.api.api_version
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                self._engine_error = self._engine_lost(exc, connecting=True)
+                raise self._engine_error from None
+            self._inject_environment_credentials(client)
+        self._local.client = client
+        return client
+
+    def _engine_lost(self, exc: BaseException, *, connecting: bool = False) -> PachhookError:
+        text = str(exc)
+        if DISK_FULL in text.lower():
+            return PachhookError(
+                f"Docker engine out of disk space (no space left on device); {DISK_HINT}"
+            )
+        host = without_userinfo(self.env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST)
+        what = "unreachable" if connecting else "stopped answering"
+        return PachhookError(
+            f"Docker engine at {host} {what} ({_engine_reason(text)}); {ENGINE_HINT}"
+        )
+
+    def _inject_environment_credentials(self, client: docker.DockerClient) -> None:
+        """Base images on a private registry need credentials too: hand the seed's variables
+        to the builder for the registries Docker's config knows nothing about."""
+        if environment_credentials(self.env) is None:
+            return
+        store = client.api._auth_configs  # noqa: SLF001 - docker-py has no public setter
+        for host in {*self.image_hosts, DOCKER_HUB}:
+            found = self.registries.credentials(host)
+            if found is not None and not found.from_docker_config:
+                key = "https://index.docker.io/v1/" if host == DOCKER_HUB else host
+                store.add_auth(key, {"username": found.username, "password": found.password})
+
+    def _log_path(self, reference: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", reference).strip("_")[-80:]
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        return self.logs_dir / f"{stamp}-{slug}-{os.getpid()}.log"
+
+
+# -- errors, one line each ---------------------------------------------------------------------
+
+
+def build_failure(step: tuple[str, str] | None, error: str, output: Sequence[str] = ()) -> str:
+    """The image is not named: the message is shown beside it. `output`: the build's last
+    lines, where a RUN step that filled the disk says so (its own error only gives a code)."""
+    where = f" at step {step[0]} ({one_line(step[1], 60)})" if step else ""
+    if any(DISK_FULL in text.lower() for text in (error, *output)):
+        return f"build ran out of disk space{where} (no space left on device); {DISK_HINT}"
+    return f"build failed{where}: {one_line(error, 240)}; fix the Dockerfile or its inputs"
+
+
+def push_failure(host: str, error: str, had_credentials: bool) -> PachhookError:
+    """The image is not named: the message is shown beside it."""
+    lower = error.lower()
+    detail = one_line(error, 200)
+    if DISK_FULL in lower:
+        return PachhookError(
+            f"push failed: out of disk space ({detail}); free space on the registry {host} "
+            "or the engine and run again"
+        )
+    if any(w in lower for w in ("unauthorized", "denied", "authentication required", "forbidden")):
+        what = "refused the credentials" if had_credentials else "asks for credentials"
+        return PachhookError(
+            f"push refused: registry {host} {what} ({detail}); run docker login {host}, "
+            "or set DOCKERHUB_USERNAME and DOCKERHUB_TOKEN to an account that may push"
+        )
+    if "server gave http response to https client" in lower:
+        return PachhookError(
+            f"push failed: registry {host} speaks plain HTTP; add it to the engine's "
+            "insecure-registries (daemon.json) or serve it over TLS"
+        )
+    if any(
+        w in lower
+        for w in ("connection refused", "no such host", "i/o timeout", "dial tcp", "no route")
+    ):
+        return PachhookError(
+            f"push failed: registry {host} unreachable ({detail}); check that it is running "
+            "and reachable, and the image name in the configuration"
+        )
+    return PachhookError(f"push failed: {detail}; check registry {host} and run again")
+
+
+def _chunk_error(chunk: Mapping[str, Any]) -> str:
+    detail = chunk.get("errorDetail")
+    if isinstance(detail, dict) and detail.get("message"):
+        return str(detail["message"])
+    return str(chunk.get("error") or detail or "unknown error")
+
+
+def _api_error(exc: Any) -> str:
+    return str(getattr(exc, "explanation", None) or exc)
+
+
+def _engine_reason(text: str) -> str:
+    lower = text.lower()
+    if "filenotfounderror" in lower or "no such file" in lower:
+        return "no socket there"
+    if "connectionrefused" in lower or "connection refused" in lower:
+        return "connection refused"
+    if "permission denied" in lower or "permissionerror" in lower:
+        return "permission denied: join the docker group or use sudo"
+    if "timed out" in lower or "timeout" in lower:
+        return "timed out"
+    return one_line(text, 120)
+
+
+def _os_error(doing: str, exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on device while {doing}; free space in {tempfile.gettempdir()}"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{doing} failed: {exc.strerror or exc}{where}; check that file and run again"
+
+
+def _status_line(chunk: Mapping[str, Any]) -> str:
+    parts = [str(chunk[k]) for k in ("id", "status") if chunk.get(k)]
+    return ": ".join(parts)
+
+
+def without_userinfo(url: str) -> str:
+    return re.sub(r"//[^/@]*@", "//", url)

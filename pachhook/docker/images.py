@@ -1,0 +1,53 @@
+"""The Docker side of a run, as the executor sees it (its `Images`): is an image's tag already
+in the registry (cache.py), and build, push and verify the ones that are not (engine.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pachhook.config import Config
+from pachhook.docker.cache import TagCache
+from pachhook.docker.digest import ImageState
+from pachhook.docker.engine import BuildEvents, Engine, ImageResult, without_userinfo
+from pachhook.docker.registry import Registries, split_name
+from pachhook.repo.git import Repo
+from pachhook.repo.source import Source
+
+
+class DockerImages:
+    def __init__(self, cache: TagCache, engine: Engine) -> None:
+        self.cache = cache
+        self.engine = engine
+
+    @classmethod
+    def from_environment(
+        cls, repo: Repo, config: Config, env: Mapping[str, str], events: BuildEvents, logs_dir: Path
+    ) -> DockerImages:
+        """The engine named by DOCKER_HOST (else Docker's default socket) and the registries
+        of the images. Nothing is contacted yet."""
+        registries = Registries(env)
+        engine = Engine(
+            env,
+            registries,
+            events,
+            logs_dir=logs_dir,
+            source_url=source_url(repo),
+            image_hosts=[split_name(i.name)[0] for i in config.images],
+        )
+        return cls(TagCache(registries, repo.state_dir, config.tag_policy), engine)
+
+    def exists(self, state: ImageState) -> bool:
+        return self.cache.exists(state)
+
+    def build(self, state: ImageState, source: Source, *, push: bool) -> ImageResult:
+        result = self.engine.build(state, source, push=push)
+        if result.manifest:
+            self.cache.remember(result.reference, result.manifest, state.digest)
+        return result
+
+
+def source_url(repo: Repo) -> str:
+    """The repository the image came from: origin's URL without credentials, else the path."""
+    url = repo.git("config", "--get", "remote.origin.url", check=False).strip()
+    return without_userinfo(url) if url else str(repo.root)

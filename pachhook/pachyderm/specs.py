@@ -1,0 +1,243 @@
+"""Pipeline specs: find, parse, normalise and rewrite them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+from pachhook import globs
+from pachhook.config import Config, normalize_repository
+from pachhook.errors import InputError, located
+
+SPEC_SUFFIXES = (".json", ".yaml", ".yml")
+# What pachhook writes into metadata.annotations of every spec it applies.
+ANNOTATION_DIGEST = "pachhook.io/spec-digest"
+ANNOTATION_COMMIT = "pachhook.io/source-commit"
+
+
+def snake(key: str) -> str:
+    """pachctl reads specs with protojson, which takes proto names and camelCase alike."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
+
+
+def field(doc: Any, *names: str) -> Any:
+    """The value at a path of field names, whichever of the two spellings the spec uses."""
+    for name in names:
+        if not isinstance(doc, dict):
+            return None
+        for key, value in doc.items():
+            if snake(key) == name:
+                doc = value
+                break
+        else:
+            return None
+    return doc
+
+
+class Pipeline(NamedTuple):
+    project: str
+    name: str
+    spec_file: str
+    line: int | None  # where the document starts, for messages
+    image: str | None  # transform.image as written
+    inputs: tuple[tuple[str, str], ...]  # (project, repo) of every input repo pachd must have
+    document: dict[str, Any]  # the spec as written
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.project, self.name)
+
+    @property
+    def where(self) -> str:
+        return located(self.spec_file, self.line)
+
+    @property
+    def image_repository(self) -> str | None:
+        return normalize_repository(self.image) if self.image else None
+
+    @property
+    def canonical(self) -> str:
+        """The document in one spelling and key order: equal texts, equal specs."""
+        import json
+
+        return json.dumps(_snake_keys(self.document), sort_keys=True, separators=(",", ":"))
+
+
+def _snake_keys(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {snake(k): _snake_keys(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_snake_keys(v) for v in doc]
+    return doc
+
+
+def looks_like_spec(doc: Any) -> bool:
+    return isinstance(field(doc, "pipeline", "name"), str) and isinstance(
+        field(doc, "transform"), dict
+    )
+
+
+def input_repos(node: Any, project: str) -> Iterator[tuple[str, str]]:
+    """Input repos of every input kind; a cron input's repo is made by pachd itself."""
+    if not isinstance(node, dict):
+        return
+    pfs = field(node, "pfs")
+    if isinstance(pfs, dict) and isinstance(field(pfs, "repo"), str):
+        yield (field(pfs, "project") or project, field(pfs, "repo"))
+    for kind in ("cross", "union", "join", "group"):
+        children = field(node, kind)
+        if isinstance(children, list):
+            for child in children:
+                yield from input_repos(child, project)
+
+
+def _documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
+    """(line, document) for each document of a JSON or YAML file."""
+    if path.endswith(".json"):
+        yield from _json_documents(path, text)
+    else:
+        yield from _yaml_documents(path, text)
+
+
+def _json_documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
+    import json
+
+    # pachctl reads a stream of JSON values: one object, an array, or several objects in a row.
+    decoder = json.JSONDecoder()
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{located(path, exc.lineno)}: not valid JSON ({exc.msg}, column {exc.colno}); fix the spec"
+            ) from None
+        line = text.count("\n", 0, pos) + 1
+        if isinstance(value, list):
+            for item in value:
+                yield line, item
+        else:
+            yield line, value
+        pos = end
+
+
+def _yaml_documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        for node in yaml.compose_all(text, Loader=loader):
+            if node is None:
+                continue
+            yield node.start_mark.line + 1, _construct(node, loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise InputError(
+            f"{located(path, line)}: not valid YAML ({exc.problem}); fix the spec"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc}); fix the spec") from None
+
+
+def _construct(node: Any, loader: Any) -> Any:
+    constructor = loader("")
+    return constructor.construct_document(node)
+
+
+def parse_file(path: str, data: bytes, default_project: str, *, strict: bool) -> list[Pipeline]:
+    """The pipelines of one spec file. `strict`: every document must be a spec
+    (the file was named in the configuration); otherwise other documents are passed over.
+
+    Remembered by content, so a long-running watcher parses only the specs that changed;
+    the documents are shared and never modified (`rewritten` works on a copy)."""
+    return list(_parse_file(path, data, default_project, strict))
+
+
+@lru_cache(maxsize=4096)
+def _parse_file(path: str, data: bytes, default_project: str, strict: bool) -> tuple[Pipeline, ...]:
+    text = data.decode("utf-8", errors="replace")
+    pipelines = []
+    for line, doc in _documents(path, text):
+        if not looks_like_spec(doc):
+            if strict:
+                raise InputError(
+                    f"{located(path, line)}: not a pipeline spec (needs pipeline.name and transform); "
+                    "fix it or leave it out of [pipelines] include"
+                )
+            continue
+        project = field(doc, "pipeline", "project", "name") or default_project
+        image = field(doc, "transform", "image")
+        if image is not None and not isinstance(image, str):
+            raise InputError(f"{located(path, line)}: transform.image must be a string")
+        pipelines.append(
+            Pipeline(
+                project=project,
+                name=field(doc, "pipeline", "name"),
+                spec_file=path,
+                line=line,
+                image=image,
+                inputs=tuple(dict.fromkeys(input_repos(field(doc, "input"), project))),
+                document=doc,
+            )
+        )
+    return tuple(pipelines)
+
+
+def is_spec_candidate(path: str, config: Config) -> bool:
+    include = config.pipelines.include
+    if include is None:
+        candidate = path.endswith(SPEC_SUFFIXES)
+    else:
+        candidate = path in include or globs.matches(path, include)
+    return candidate and not globs.matches(path, config.pipelines.exclude)
+
+
+def maybe_spec(data: bytes) -> bool:
+    """A cheap first look before parsing a discovered file."""
+    return b"transform" in data and b"pipeline" in data
+
+
+def rewritten(pipeline: Pipeline, image: str | None, annotations: dict[str, str]) -> dict[str, Any]:
+    """The spec with transform.image set (when given) and annotations added, in the
+    spec's own spelling."""
+    import copy
+
+    doc = copy.deepcopy(pipeline.document)
+    if image is not None:
+        _set(_child(doc, "transform"), "image", image)
+    metadata = _child(doc, "metadata")
+    existing = _child(metadata, "annotations")
+    existing.update(annotations)
+    return doc
+
+
+def _child(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    for key, value in doc.items():
+        if snake(key) == name and isinstance(value, dict):
+            return value
+    doc[name] = {}
+    return doc[name]
+
+
+def _set(doc: dict[str, Any], name: str, value: Any) -> None:
+    for key in list(doc):
+        if snake(key) == name:
+            doc[key] = value
+            return
+    doc[name] = value
+
+
+def spec_digest(doc: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(
+        json.dumps(_snake_keys(doc), sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()

@@ -1,0 +1,53 @@
+"""`pachhook explain`: what each path affects, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pachhook.config import files_read
+from pachhook.pachyderm.specs import is_spec_candidate
+from pachhook.plan.workspace import Workspace
+
+
+def explain_paths(workspace: Workspace, paths: Iterable[str]) -> list[str]:
+    lines = []
+    for path in paths:
+        lines.append(f"{path}:")
+        lines.extend(f"  {line}" for line in _explain(workspace, path))
+    return lines
+
+
+def _explain(workspace: Workspace, path: str) -> list[str]:
+    config = workspace.config
+    if path in files_read(config):
+        return ["the configuration: a change re-evaluates every image and pipeline"]
+    out = []
+    for state in workspace.images:
+        image = state.config
+        if path in state.inputs:
+            ignore_file = (
+                ".dockerignore" if image.context == "." else f"{image.context}/.dockerignore"
+            )
+            role = {
+                image.dockerfile_path: "its Dockerfile",
+                ignore_file: "its ignore file",
+            }.get(path, "copied into the image by its Dockerfile")
+            out.append(f"image {image.name}: {role}; a change rebuilds it")
+            users = [p for p in workspace.pipelines if p.image_repository == state.repository]
+            for pipeline in users:
+                out.append(
+                    f"  pipeline {pipeline.project}/{pipeline.name} ({pipeline.where}) runs that image"
+                )
+        elif image.context == "." or path.startswith(image.context + "/"):
+            out.append(
+                f"image {image.name}: inside its context, but not an input "
+                "(no COPY/ADD takes it, or the ignore file leaves it out)"
+            )
+    specs = [p for p in workspace.pipelines if p.spec_file == path]
+    for pipeline in specs:
+        out.append(
+            f"spec of pipeline {pipeline.project}/{pipeline.name} ({pipeline.where}): a change updates it"
+        )
+    if not specs and is_spec_candidate(path, config) and config.pipelines.include is not None:
+        out.append("matches [pipelines] include but defines no pipeline")
+    return out or ["affects nothing: not an input of any image, not a spec, not the configuration"]

@@ -1,0 +1,58 @@
+"""Load what the planner needs for a selection, and call it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from pachhook.config import load as load_config
+from pachhook.errors import InputError
+from pachhook.pachyderm.specs import Pipeline, is_spec_candidate
+from pachhook.plan.planner import Planned, Remote, make_plan, relevant, unevaluated
+from pachhook.repo.git import Repo
+from pachhook.repo.selection import Selection, resolve
+from pachhook.repo.source import CommitSource
+
+if TYPE_CHECKING:
+    from pachhook.plan.workspace import Workspace
+
+
+def plan_selection(
+    repo: Repo, selection: Selection, env: Mapping[str, str], remote: Remote | None = None
+) -> Planned:
+    resolved = resolve(repo, selection)
+    source, changes = resolved.source, resolved.changes
+    config = load_config(source.read, env)
+    if not changes.everything and not relevant(changes.paths, config):
+        return Planned(unevaluated(changes, config), None, resolved)
+    from pachhook.plan.workspace import load_workspace
+
+    missing = frozenset(changes.paths - source.path_set)
+    workspace = load_workspace(source, env, missing=missing, config=config)
+    changed_specs = [p for p in changes.paths if is_spec_candidate(p, config)]
+    base = _base_pipelines(repo, changes.base, changed_specs, workspace)
+    return Planned(
+        make_plan(workspace, changes, base, remote or Remote()), workspace, resolved, base
+    )
+
+
+def _base_pipelines(
+    repo: Repo, base: str | None, spec_paths: list[str], workspace: Workspace
+) -> dict[tuple[str, str], Pipeline] | None:
+    if base is None:
+        return None
+    from pachhook.plan.workspace import pipelines_at
+
+    source = CommitSource(repo, base)
+    try:
+        found = {}
+        for path in spec_paths:
+            try:
+                for pipeline in pipelines_at(source, workspace.config, [path]):
+                    found[pipeline.key] = pipeline
+            except InputError:
+                # A spec that was broken before the change counts as new now.
+                continue
+        return found
+    finally:
+        source.close()

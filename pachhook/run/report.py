@@ -1,0 +1,215 @@
+"""Turn plans and results into lines for people, and into JSON."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pachhook.plan.planner import SKIP, Plan, Reason
+
+if TYPE_CHECKING:
+    from pachhook.run.executor import RunRecord
+
+
+def reasons_text(reasons: Iterable[Reason], limit: int = 3) -> str:
+    items = list(reasons)
+    parts = [f"{r.path}: {r.why}" if r.path else r.why for r in items[:limit]]
+    if len(items) > limit:
+        parts.append(f"+{len(items) - limit} more")
+    return "; ".join(parts)
+
+
+def plan_lines(plan: Plan, *, verbose: bool = False) -> list[str]:
+    lines = [f"changed files: {len(plan.changed_files)}"]
+    if not plan.evaluated:
+        lines.append(
+            "nothing to do: no changed file is an image input, a pipeline spec or the configuration"
+        )
+        return lines
+    shown_images = [i for i in plan.images if verbose or i.action != SKIP]
+    lines.append(
+        f"images: {len(plan.builds)} to build, {len(plan.images) - len(plan.builds)} unchanged"
+    )
+    for image in shown_images:
+        ref = image.reference or image.name
+        lines.append(f"  {image.action:<7}{ref}  ({reasons_text(image.reasons)})")
+    lines.append(
+        f"pipelines (upstream first): {len(plan.deploys)} to apply, "
+        f"{len(plan.pipelines) - len(plan.deploys)} unchanged"
+    )
+    for pipeline in plan.pipelines:
+        if not verbose and pipeline.action == SKIP:
+            continue
+        p = pipeline.pipeline
+        lines.append(
+            f"  {pipeline.action:<7}{p.project}/{p.name}  {p.where}  -> {pipeline.image}  "
+            f"({reasons_text(pipeline.reasons)})"
+        )
+    for p in plan.removed:
+        lines.append(
+            f"  removed {p.project}/{p.name}  (its spec is gone from {p.spec_file}; "
+            "pachhook never deletes a pipeline: run `pachctl delete pipeline` if you mean it)"
+        )
+    if plan.nothing_to_do:
+        lines.append("nothing to do")
+    return lines
+
+
+def record_lines(record: RunRecord) -> list[str]:
+    lines = []
+    for image in record.images:
+        extra = f" ({image.error})" if image.error else ""
+        lines.append(f"image {image.reference}: {image.status} in {image.seconds:.1f}s{extra}")
+        if image.log_path and not image.ok:
+            lines.append(f"  full build log: {image.log_path}")
+    applied = [p for p in record.pipelines if p.status == "applied"]
+    for p in applied:
+        lines.append(f"pipeline {p.project}/{p.name}: {p.action}d -> {p.image}")
+    if record.transaction:
+        lines.append(f"transaction {record.transaction}: {len(applied)} pipeline(s) applied")
+    lines.extend(record.notes)
+    return lines
+
+
+def outcome_line(record: RunRecord) -> str:
+    seconds = record.finished - record.started
+    if record.error:
+        return f"failed after {seconds:.1f}s: {record.error}"
+    return f"done in {seconds:.1f}s"
+
+
+# -- the ledger, for `pachhook status` ----------------------------------------------------
+
+# Fields that may carry an entry's time, in order of preference; any kind of entry may
+# be in the ledger, so none of them is assumed.
+_TIME_FIELDS = ("started", "time", "created", "updated", "at")
+_SHOWN_ELSEWHERE = frozenset(
+    {"kind", "state", "trigger", "commit", "error", "finished", "id", *_TIME_FIELDS}
+)
+
+
+def _when(entry: dict[str, Any]) -> str:
+    for name in _TIME_FIELDS:
+        value = entry.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+        if isinstance(value, str) and value:
+            return value
+    return "(no time)"
+
+
+def _short(commit: Any) -> str:
+    return commit[:12] if isinstance(commit, str) and len(commit) == 40 else str(commit)
+
+
+def pending_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries whose latest state (per kind and id) is still "pending", or "running" in a
+    process that is still alive, oldest first."""
+    latest: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for entry in entries:
+        if "state" in entry:
+            latest[(entry.get("kind"), entry.get("id"))] = entry
+    return [
+        e
+        for e in latest.values()
+        if e.get("state") == "pending" or (e.get("state") == "running" and _alive(e))
+    ]
+
+
+def _alive(entry: dict[str, Any]) -> bool:
+    """The entry's process still runs. A process killed outright (SIGKILL, a reboot) never
+    writes its last state, so its "running" must not be believed forever."""
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"pachhook" in handle.read()  # not a reused pid
+    except OSError:
+        return True
+
+
+def status_lines(entries: list[dict[str, Any]], pending: list[dict[str, Any]]) -> list[str]:
+    """Ledger entries (newest first) for people: one header line each, then details."""
+    lines = []
+    for entry in pending:
+        state = "running" if entry.get("state") == "running" else "pending"
+        lines.append(
+            f"{state}: {entry.get('kind', 'entry')} {entry.get('id', '')}"
+            + (f" (pid {entry['pid']})" if state == "running" else "")
+            + f" since {_when(entry)}"
+            + (f" (commit {_short(entry['commit'])})" if entry.get("commit") else "")
+        )
+    if pending:
+        lines.append("")
+    for entry in entries:
+        lines.extend(_run_lines(entry) if entry.get("kind") == "run" else _entry_lines(entry))
+    return lines
+
+
+def _header(entry: dict[str, Any]) -> str:
+    parts = [_when(entry), str(entry.get("kind", "entry"))]
+    if entry.get("trigger"):
+        parts[-1] += f" ({entry['trigger']})"
+    if "state" in entry:
+        parts.append(f"state {entry['state']}")
+        if entry["state"] == "running" and entry.get("pid") and not _alive(entry):
+            parts[-1] += f" (pid {entry.get('pid')} has ended)"
+    if entry.get("commit"):
+        parts.append(f"commit {_short(entry['commit'])}")
+    return "  ".join(parts)
+
+
+def _run_lines(entry: dict[str, Any]) -> list[str]:
+    header = _header(entry)
+    header += "  failed" if entry.get("error") else "  ok"
+    started, finished = entry.get("started"), entry.get("finished")
+    if isinstance(started, int | float) and isinstance(finished, int | float):
+        header += f"  {finished - started:.1f}s"
+    lines = [header]
+    images = [i for i in entry.get("images") or [] if isinstance(i, dict)]
+    if images:
+        by_status: dict[str, list[str]] = {}
+        for image in images:
+            by_status.setdefault(str(image.get("status")), []).append(
+                str(image.get("reference") or image.get("name"))
+            )
+        parts = [f"{status} {', '.join(refs)}" for status, refs in sorted(by_status.items())]
+        lines.append(f"  images: {'; '.join(parts)}")
+    pipelines = [p for p in entry.get("pipelines") or [] if isinstance(p, dict)]
+    applied = [
+        f"{p.get('project')}/{p.get('name')}" for p in pipelines if p.get("status") == "applied"
+    ]
+    other = len(pipelines) - len(applied)
+    if applied or entry.get("transaction"):
+        text = f"  pipelines: applied {len(applied)} ({', '.join(applied)})"
+        if entry.get("transaction"):
+            text += f" in transaction {entry['transaction']}"
+        lines.append(text + (f"; {other} not changed" if other else ""))
+    elif pipelines:
+        lines.append(f"  pipelines: none applied ({len(pipelines)} considered)")
+    if entry.get("error"):
+        lines.append(f"  error: {entry['error']}")
+    return lines
+
+
+def _entry_lines(entry: dict[str, Any]) -> list[str]:
+    lines = [_header(entry)]
+    extra = [
+        f"{k}={v}"
+        for k, v in sorted(entry.items())
+        if k not in _SHOWN_ELSEWHERE and isinstance(v, str | int | float | bool)
+    ]
+    if extra:
+        lines.append(f"  {'  '.join(extra)}")
+    if entry.get("error"):
+        lines.append(f"  error: {entry['error']}")
+    return lines

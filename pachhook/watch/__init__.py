@@ -1,0 +1,1 @@
+"""The watcher: file events, what is ignored, settled change sets and the session that runs on them."""
