@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -205,12 +204,20 @@ class _Reader:
 
 def parse(path: str, text: str, env: Mapping[str, str]) -> Config:
     """Parse one config file's text (`pachhook.toml` or `pyproject.toml`)."""
+    if not text.strip():
+        return _parsed(path, {}, text, env)
+    import tomllib  # a hook with nothing to do may never need it
+
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
         line = int(match.group(1)) if match else len(text.splitlines()) or None
         raise InputError(f"{located(path, line)}: not valid TOML ({exc}); fix the syntax") from None
+    return _parsed(path, doc, text, env)
+
+
+def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -> Config:
     prefix = ""
     if path.endswith("pyproject.toml"):
         doc = doc.get("tool", {}).get("pachhook", {})
@@ -312,7 +319,7 @@ def _check_unique(images: list[ImageConfig], reader: _Reader) -> None:
         seen[image.repository] = index
 
 
-def _env_config(env: Mapping[str, str]) -> Config:
+def env_config(env: Mapping[str, str]) -> Config:
     return parse("(environment)", "", env)._replace(path=None)
 
 
@@ -321,18 +328,37 @@ def has_tool_table(pyproject_text: str) -> bool:
     return re.search(r"^\s*\[\[?\s*tool\s*\.\s*pachhook\b", pyproject_text, re.M) is not None
 
 
-def load(read: Callable[[str], bytes | None], env: Mapping[str, str]) -> Config:
-    """The config of a source: `read` returns a repository file's bytes or None."""
+class Found(NamedTuple):
+    """The configuration file of a source, as text: `path` None when there is none."""
+
+    path: str | None
+    text: str
+
+
+def find(read: Callable[[str], bytes | None]) -> Found:
+    """The config file of a source (`read` returns a repository file's bytes or None):
+    pachhook.toml, else a pyproject.toml with a [tool.pachhook] table."""
     own, pyproject = CONFIG_FILES
     data = read(own)
     if data is not None:
-        return parse(own, data.decode("utf-8", errors="replace"), env)
+        return Found(own, data.decode("utf-8", errors="replace"))
     data = read(pyproject)
     if data is not None:
         text = data.decode("utf-8", errors="replace")
         if has_tool_table(text):
-            return parse(pyproject, text, env)
-    return _env_config(env)
+            return Found(pyproject, text)
+    return Found(None, "")
+
+
+def parse_found(found: Found, env: Mapping[str, str]) -> Config:
+    if found.path is None:
+        return env_config(env)
+    return parse(found.path, found.text, env)
+
+
+def load(read: Callable[[str], bytes | None], env: Mapping[str, str]) -> Config:
+    """The config of a source: `read` returns a repository file's bytes or None."""
+    return parse_found(find(read), env)
 
 
 def files_read(config: Config) -> tuple[str, ...]:

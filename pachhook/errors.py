@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
@@ -64,6 +63,8 @@ def error_handler(
         if os.environ.get(DEBUG_VARIABLE):
             raise
         if traceback_to is not None:
+            import traceback
+
             traceback.print_exc(file=traceback_to)
         on_error(
             f"internal error: {type(exc).__name__}: {exc} "

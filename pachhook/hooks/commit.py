@@ -13,9 +13,6 @@ from pachhook.plan.load import plan_selection
 from pachhook.repo.git import Repo
 from pachhook.repo.selection import Selection
 from pachhook.repo.source import CommitSource
-from pachhook.run.executor import RunOptions
-from pachhook.run.report import plan_lines
-from pachhook.run.runner import run_selection
 
 
 def after_commit(
@@ -52,10 +49,15 @@ def _show_or_build(
     planned = plan_selection(repo, selection, env)
     if not planned.plan.evaluated or planned.plan.nothing_to_do:
         return  # quiet: nothing this commit touches matters to pachhook
+    from pachhook.run.report import plan_lines
+
     if mode == "plan":
         what = "this commit" if trigger == "post-commit" else "this merge"
         out(f"pachhook: what {what} changes (built at pre-push, deployed once pushed):")
         for line in plan_lines(planned.plan):
             out(f"  {line}")
         return
+    from pachhook.run.executor import RunOptions
+    from pachhook.run.runner import run_selection
+
     run_selection(repo, selection, RunOptions(deploy=False), env, trigger=trigger)

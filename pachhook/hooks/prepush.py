@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from pachhook.hooks import postpush
-from pachhook.hooks.postpush import Job
 from pachhook.hooks.push import (
     DeployBranches,
     PushGroup,
@@ -26,9 +25,9 @@ from pachhook.hooks.push import (
 from pachhook.plan.load import plan_selection
 from pachhook.plan.planner import Planned
 from pachhook.repo.git import Repo
-from pachhook.run import ledger
-from pachhook.run.executor import RunOptions
-from pachhook.run.runner import run_planned
+
+if TYPE_CHECKING:
+    from pachhook.hooks.postpush import Job
 
 
 def pre_push(
@@ -72,6 +71,12 @@ def _build_then_deploy(
     sync: bool,
     say: Callable[[str], None],
 ) -> int:
+    # Only a push with something to build or deploy gets here: the rest never loads these.
+    from pachhook.hooks import postpush
+    from pachhook.run import ledger
+    from pachhook.run.executor import RunOptions
+    from pachhook.run.runner import run_planned
+
     # git passes the remote's name and URL; for a push to a bare URL both are the URL.
     named = bool(remote) and remote != url
     label = remote if named and remote else postpush.redacted(url or remote or "")
@@ -131,4 +136,6 @@ def _build_then_deploy(
 
 
 def _job(group: PushGroup, target: PushTarget, remote: str, timeout: float) -> Job:
+    from pachhook.hooks.postpush import Job
+
     return Job.new(group.commit, remote, target.update.remote_ref, target.selection, timeout)

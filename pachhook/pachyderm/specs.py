@@ -191,12 +191,17 @@ def _parse_file(path: str, data: bytes, default_project: str, strict: bool) -> t
 
 
 def is_spec_candidate(path: str, config: Config) -> bool:
-    include = config.pipelines.include
+    return spec_candidate(path, config.pipelines.include, config.pipelines.exclude)
+
+
+def spec_candidate(path: str, include: tuple[str, ...] | None, exclude: tuple[str, ...]) -> bool:
+    """Whether `path` may hold pipeline specs: named by `include` (else any JSON or YAML
+    file), and not by `exclude`."""
     if include is None:
         candidate = path.endswith(SPEC_SUFFIXES)
     else:
         candidate = path in include or globs.matches(path, include)
-    return candidate and not globs.matches(path, config.pipelines.exclude)
+    return candidate and not globs.matches(path, exclude)
 
 
 def maybe_spec(data: bytes) -> bool:

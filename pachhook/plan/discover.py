@@ -6,7 +6,7 @@ import posixpath
 from collections.abc import Mapping
 from pathlib import Path
 
-from pachhook.config import DEFAULT_REGISTRY, ImageConfig, _env_config, split_reference
+from pachhook.config import DEFAULT_REGISTRY, ImageConfig, env_config, split_reference
 from pachhook.pachyderm.specs import Pipeline
 from pachhook.plan.workspace import pipelines_at
 from pachhook.repo.git import Repo
@@ -40,7 +40,7 @@ def _guess_name(folder: str, pipelines: list[Pipeline], single: bool) -> tuple[s
 
 def discover_config(repo: Repo, env: Mapping[str, str]) -> tuple[str, list[str]]:
     source = WorkingTreeSource(repo)
-    defaults = _env_config(env)
+    defaults = env_config(env)
     pipelines = pipelines_at(source, defaults)
     dockerfiles = [p for p in source.paths if is_dockerfile(p)]
     lines = [

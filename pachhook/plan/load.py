@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pachhook.config import load as load_config
+from pachhook.config import find as find_config
+from pachhook.config import parse_found
 from pachhook.errors import InputError
 from pachhook.pachyderm.specs import Pipeline, is_spec_candidate
-from pachhook.plan.planner import Planned, Remote, make_plan, relevant, unevaluated
+from pachhook.plan.planner import Planned, Remote, make_plan, unevaluated
+from pachhook.plan.relevance import relevance
 from pachhook.repo.git import Repo
 from pachhook.repo.selection import Selection, resolve
 from pachhook.repo.source import CommitSource
@@ -22,11 +24,15 @@ def plan_selection(
 ) -> Planned:
     resolved = resolve(repo, selection)
     source, changes = resolved.source, resolved.changes
-    config = load_config(source.read, env)
-    if not changes.everything and not relevant(changes.paths, config):
-        return Planned(unevaluated(changes, config), None, resolved)
+    found = find_config(source.read)
+    config = None
+    if not changes.everything:
+        first_look, config = relevance(found, env, repo.state_dir)
+        if not first_look.matters(changes.paths):
+            return Planned(unevaluated(changes, first_look.images), None, resolved)
     from pachhook.plan.workspace import load_workspace
 
+    config = config or parse_found(found, env)
     missing = frozenset(changes.paths - source.path_set)
     workspace = load_workspace(source, env, missing=missing, config=config)
     changed_specs = [p for p in changes.paths if is_spec_candidate(p, config)]

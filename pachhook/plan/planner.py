@@ -9,9 +9,9 @@ import heapq
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pachhook.config import Config, files_read
+from pachhook.config import files_read
 from pachhook.errors import InputError
-from pachhook.pachyderm.specs import Pipeline, is_spec_candidate, rewritten, spec_digest
+from pachhook.pachyderm.specs import Pipeline, rewritten, spec_digest
 
 if TYPE_CHECKING:
     from pachhook.docker.digest import ImageState
@@ -126,32 +126,15 @@ class Planned(NamedTuple):
     base: dict[tuple[str, str], Pipeline] | None = None  # the changed specs at the base
 
 
-# -- relevance: the cheap first look -----------------------------------------------
+# -- the plan that reads nothing -----------------------------------------------------
 
 
-def relevant(paths: Iterable[str], config: Config) -> list[str]:
-    """The changed paths that could matter: in an image's context, an image's Dockerfile,
-    a spec candidate, or the configuration. Everything else is left unread."""
-    contexts = tuple("" if i.context == "." else i.context + "/" for i in config.images)
-    dockerfiles = {i.dockerfile_path for i in config.images}
-    configs = set(files_read(config))
-    out = []
-    for path in paths:
-        if (
-            path in configs
-            or path in dockerfiles
-            or any(path.startswith(c) for c in contexts)
-            or is_spec_candidate(path, config)
-        ):
-            out.append(path)
-    return out
-
-
-def unevaluated(changes: ChangeSet, config: Config) -> Plan:
-    """The plan when no changed path can matter: every image skipped, nothing read."""
+def unevaluated(changes: ChangeSet, images: Iterable[str]) -> Plan:
+    """The plan when no changed path can matter (see relevance.py): every image (by
+    name) skipped, nothing read."""
     why = (Reason(None, "no changed file is an input, a spec or the configuration"),)
-    images = tuple(ImagePlan(None, i.name, SKIP, why, None) for i in config.images)
-    return Plan(tuple(sorted(changes.paths)), images, (), evaluated=False)
+    skipped = tuple(ImagePlan(None, name, SKIP, why, None) for name in images)
+    return Plan(tuple(sorted(changes.paths)), skipped, (), evaluated=False)
 
 
 # -- the planner -------------------------------------------------------------------

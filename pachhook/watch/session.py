@@ -287,12 +287,12 @@ class Session:
     def wanted(self, paths: Iterable[str]) -> set[str]:
         """The paths that could matter: folders that went away, the configuration, and
         files an image, a spec or the configuration uses."""
-        from pachhook.plan.planner import relevant
+        from pachhook.plan.relevance import Relevance
 
         listed = list(paths)
         files = [p for p in listed if not p.endswith("/")]
         out = {p for p in listed if p.endswith("/")}  # a folder went: decide by state
-        out.update(relevant(files, self.config))
+        out.update(Relevance.of(self.config).matters(files))
         out.update(set(CONFIG_FILES).intersection(listed))
         return out
 

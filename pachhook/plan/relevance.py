@@ -1,0 +1,110 @@
+"""The cheap first look: could any changed path matter?
+
+A changed path matters when it lies in an image's context, is an image's Dockerfile, may
+hold pipeline specs, or is a configuration file. Everything else is left unread: a hook
+on a commit that touches none of these stops here.
+
+What the answer needs of the configuration is small, and the same for the same config
+file: it is kept under the state dir keyed by the file's blob id (and the environment
+variables that feed the configuration), so a no-op run neither imports a TOML parser nor
+parses a 100-image config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+from pachhook.config import Config, Found, files_read, parse_found
+from pachhook.pachyderm.specs import spec_candidate
+from pachhook.repo.source import blob_id
+
+CACHE = "relevance.json"  # under the state dir
+CACHE_KEPT = 8  # configurations remembered (branches switched back and forth)
+ENV_INPUTS = ("PACHYDERM_PIPELINE_FILES", "DOCKER_IMAGE_TAG")  # environment that shapes a config
+
+
+class Relevance(NamedTuple):
+    config_files: tuple[str, ...]
+    contexts: tuple[str, ...]  # "" for the root, else "folder/"
+    dockerfiles: tuple[str, ...]
+    include: tuple[str, ...] | None
+    exclude: tuple[str, ...]
+    images: tuple[str, ...]  # names, for the plan that reads nothing
+
+    @classmethod
+    def of(cls, config: Config) -> Relevance:
+        return cls(
+            config_files=files_read(config),
+            contexts=tuple("" if i.context == "." else i.context + "/" for i in config.images),
+            dockerfiles=tuple(i.dockerfile_path for i in config.images),
+            include=config.pipelines.include,
+            exclude=config.pipelines.exclude,
+            images=tuple(i.name for i in config.images),
+        )
+
+    def matters(self, paths: Iterable[str]) -> list[str]:
+        """The paths that could matter; everything else is left unread."""
+        configs = set(self.config_files)
+        dockerfiles = set(self.dockerfiles)
+        return [
+            path
+            for path in paths
+            if path in configs
+            or path in dockerfiles
+            or any(path.startswith(c) for c in self.contexts)
+            or spec_candidate(path, self.include, self.exclude)
+        ]
+
+
+def relevance(
+    found: Found, env: Mapping[str, str], state_dir: Path
+) -> tuple[Relevance, Config | None]:
+    """What the first look needs of `found`, from the cache when it knows this config;
+    the parsed config too when it had to be parsed (None otherwise)."""
+    key = _key(found, env)
+    cache = _read(state_dir)
+    known = cache.get(key)
+    if isinstance(known, list) and len(known) == len(Relevance._fields):
+        include = known[3]
+        return Relevance(
+            tuple(known[0]),
+            tuple(known[1]),
+            tuple(known[2]),
+            tuple(include) if include is not None else None,
+            tuple(known[4]),
+            tuple(known[5]),
+        ), None
+    config = parse_found(found, env)
+    answer = Relevance.of(config)
+    cache.pop(key, None)
+    cache[key] = list(answer)
+    _write(state_dir, dict(list(cache.items())[-CACHE_KEPT:]))
+    return answer, config
+
+
+def _key(found: Found, env: Mapping[str, str]) -> str:
+    parts = [found.path or "", blob_id(found.text.encode()), *(env.get(n, "") for n in ENV_INPUTS)]
+    return blob_id("\0".join(parts).encode())
+
+
+def _read(state_dir: Path) -> dict[str, object]:
+    try:
+        data = json.loads((state_dir / CACHE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write(state_dir: Path, cache: dict[str, object]) -> None:
+    path = state_dir / CACHE
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{CACHE}.{os.getpid()}")
+        temp.write_text(json.dumps(cache))
+        temp.replace(path)
+    except OSError:
+        pass  # only a cache: the next run parses the config again
