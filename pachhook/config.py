@@ -358,20 +358,17 @@ def _templates(raw: Any, reader: _Reader) -> tuple[TemplateConfig, ...]:
     found = []
     for index, entry in enumerate(raw):
         where = f"pipelines.template[{index}]"
-        line = reader.entry_line("pipelines.template", index)
         reader.table(entry, TEMPLATE, where)
         if "file" not in entry:
-            raise InputError(
-                f"{located(reader.path, line)}: {reader.prefix}{where}: has no file; "
-                'add file = "templates/NAME.jsonnet"'
-            )
+            raise reader.fail(where, 'has no file; add file = "templates/NAME.jsonnet"')
         file = normalize(entry["file"])
         if file == "." or file == ".." or file.startswith("../"):
-            raise InputError(
-                f"{located(reader.path, line)}: {reader.prefix}{where}.file: {entry['file']!r} "
-                "is outside the repository; name a file of the repository"
+            raise reader.fail(
+                f"{where}.file",
+                f"{entry['file']!r} is outside the repository; name a file of the repository",
             )
         args = tuple(entry.get("args", {}).items())
+        line = reader.line_of(f"{where}.file")
         found.append(TemplateConfig(file, args, entry.get("name"), line))
     return tuple(found)
 
