@@ -831,3 +831,40 @@ def test_run_with_a_broken_template_changes_nothing(templated: E2ERepo) -> None:
     assert proc.returncode == 2
     assert "templates/branch.jsonnet:4:23: Unknown variable: nam; fix the template" in proc.stderr
     assert repo.versions()["extra-1"] == 1
+
+
+STAGES = """\
+// The two stages of pipelines/stages.yaml, as one template.
+function(app, tools)
+  local stage(name, image) = {
+    pipeline: { name: name },
+    transform: { image: image, cmd: ["sh", "/app/main.sh"] },
+    input: { pfs: { repo: "clean", glob: "/*" } },
+  };
+  [stage("features", app), stage("stats", tools)]
+"""
+
+
+@pytest.mark.docker
+def test_run_builds_and_points_templated_specs_at_the_built_tags(repo: E2ERepo) -> None:
+    config = (repo.root / "pachhook.toml").read_text().replace(', "pipelines/*.yaml"', "") + (
+        '\n[[pipelines.template]]\nfile = "templates/stages.jsonnet"\n'
+        f'args = {{ app = "{repo.app}:dev", tools = "{repo.tools}:dev" }}\n'
+    )
+    (repo.root / "pipelines/stages.yaml").unlink()
+    repo.change({"pachhook.toml": config, "templates/stages.jsonnet": STAGES}, "stages")
+    repo.ok("run", "--all")
+    assert repo.versions() == {"clean": 1, "features": 1, "stats": 1, "report": 1}
+    built = {i["name"]: i["reference"] for i in repo.last_run()["images"]}
+    images = repo.images()
+    assert images["features"] == images["clean"] == built[repo.app]
+    assert images["stats"] == images["report"] == built[repo.tools]
+    if isinstance(repo.pachd, DoubleTarget):
+        (applied,) = repo.pachd.double.applied_transactions()
+        order = [r.create_pipeline.pipeline.name for r in applied.requests]
+        assert order == ["clean", "features", "stats", "report"]
+
+    repo.change({"tools/tool.sh": "echo tools v2\n"}, "tools v2")
+    repo.ok("run", "--from", "HEAD~1")
+    assert repo.versions() == {"clean": 1, "features": 1, "stats": 2, "report": 2}
+    assert repo.images()["stats"] != images["stats"]
