@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from pachhook.repo.git import Repo
 from pachhook.repo.selection import Selection
 from pachhook.repo.source import CommitSource, WorkingTreeSource
 from tests.cluster import DoubleTarget
+from tests.e2e import PACHHOOK
 from tests.e2e import Repo as E2ERepo
 from tests.helpers import commit, git, init_repo, spec, write
 
@@ -726,6 +728,39 @@ def test_init_writes_commented_entries_for_what_looks_like_templates(tpl_repo: P
     assert "edges-9" in {p["name"] for p in json.loads(proc.stdout)["pipelines"]}
 
 
+# -- the example ------------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_the_templated_housing_prices_example(tmp_path: Path) -> None:
+    root = init_repo(tmp_path / "housing")
+    shutil.copytree(EXAMPLES / "housing-prices", root, dirs_exist_ok=True)
+    (root / "regression.json").unlink()
+    shutil.copytree(EXAMPLES / "housing-prices-templated", root, dirs_exist_ok=True)
+    commit(root, "example")
+    proc = pachhook(root, "plan", "--all", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    (image,) = data["images"]
+    built = f"docker.io/acme/housing-prices:{image['tag']}"
+    assert [(p["name"], p["origin"], p["image"]) for p in data["pipelines"]] == [
+        ("regression", "templates/regression.jsonnet (dataset=housing_data)", built),
+        ("regression-2023", "templates/regression.jsonnet [regression-2023]", built),
+    ]
+    library = (root / "lib/housing.libsonnet").read_text()
+    commit(
+        root,
+        "verbose",
+        {"lib/housing.libsonnet": library.replace('"/pfs/out/"]', '"/pfs/out/", "-v"]')},
+    )
+    data = json.loads(pachhook(root, "plan", "--from", "HEAD~1", "--json").stdout)
+    assert {p["name"]: p["action"] for p in data["pipelines"]} == {
+        "regression": "update",
+        "regression-2023": "update",
+    }
+
+
 # -- run, against the pachd double (or the cluster under test) -----------------------------------
 
 BRANCH = """\
@@ -831,6 +866,46 @@ def test_run_with_a_broken_template_changes_nothing(templated: E2ERepo) -> None:
     assert proc.returncode == 2
     assert "templates/branch.jsonnet:4:23: Unknown variable: nam; fix the template" in proc.stderr
     assert repo.versions()["extra-1"] == 1
+
+
+def test_the_watcher_runs_when_a_file_a_template_imports_is_saved(templated: E2ERepo) -> None:
+    repo = templated
+    repo.ok("run", "--all")
+    watcher = subprocess.Popen(
+        [PACHHOOK, "watch", "--once"],
+        cwd=repo.root,
+        env=repo.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        lines = []
+        for line in watcher.stdout:
+            lines.append(line)
+            if " watching " in line:
+                break
+        assert "6 pipeline(s)" in lines[-1], lines  # the templated ones counted
+        # Not a template, not a spec, in no image: only the templates' traces name it.
+        (repo.root / "templates/stage.libsonnet").write_text(
+            '{ image: "docker.io/library/busybox:1.37" }\n'
+        )
+        output, _ = watcher.communicate(timeout=120)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, "".join(lines) + output
+    assert "change: templates/stage.libsonnet" in output
+    assert repo.versions() == {
+        "clean": 1,
+        "features": 1,
+        "stats": 1,
+        "report": 1,
+        "extra-1": 2,
+        "extra-2": 2,
+    }
 
 
 STAGES = """\

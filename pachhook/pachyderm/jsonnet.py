@@ -21,6 +21,7 @@ This module never imports `_gojsonnet`, and importing it costs next to nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import posixpath
 import re
@@ -67,6 +68,7 @@ def stamp() -> str:
     return f"{library}:{info.st_size}:{info.st_mtime_ns}"
 
 
+@functools.lru_cache(maxsize=1)
 def _library() -> str:
     import importlib.util
 
@@ -190,7 +192,9 @@ class Evaluator:
     def __enter__(self) -> Evaluator:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is not None:  # interrupted, or a failure: no use waiting for the worker
+            self._stop_worker()
         self.close()
 
     def close(self) -> None:
