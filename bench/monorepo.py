@@ -120,6 +120,62 @@ def make(root: Path) -> Path:
     return root
 
 
+TEMPLATES = 50  # Jsonnet template files added by add_templates, one instance each
+
+TEMPLATE = """\
+// A templated stage: one spec, from the shared library.
+local common = import "../lib/common.libsonnet";
+function(n, src)
+  common.stage("tpl" + n, src, %d)
+"""
+
+COMMON = """\
+local images = import "images.libsonnet";
+{
+  stage(name, src, image):: {
+    pipeline: { name: name },
+    description: "templated stage " + name,
+    transform: { image: images.image(image), cmd: ["sh", "-c", "true"] },
+    input: { pfs: { repo: src, glob: "/*" } },
+    parallelism_spec: { constant: 1 },
+  },
+}
+"""
+
+
+def template_files() -> dict[str, str]:
+    """TEMPLATES template files and their shared library, and the config entries that
+    instantiate each once (reading the output of one of the synthetic pipelines)."""
+    out = {
+        "lib/common.libsonnet": COMMON,
+        "lib/images.libsonnet": f'{{ image(n):: "{REGISTRY}/img%03d:v0" % n }}\n',
+    }
+    entries = []
+    for n in range(TEMPLATES):
+        path = f"templates/stage{n:03d}.jsonnet"
+        out[path] = TEMPLATE % (n % IMAGES)
+        src = f"pipe{n * (PIPELINES // TEMPLATES):03d}"
+        entries += [
+            "[[pipelines.template]]",
+            f'file = "{path}"',
+            f'args = {{ n = "{n:03d}", src = "{src}" }}',
+            "",
+        ]
+    out["pachhook.toml"] = files()["pachhook.toml"] + "\n" + "\n".join(entries)
+    return out
+
+
+def add_templates(root: Path) -> str:
+    """Commit the templates into a made monorepo; the new commit id."""
+    for name, text in template_files().items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", f"{TEMPLATES} Jsonnet templates")
+    return git(root, "rev-parse", "HEAD")
+
+
 def commit_change(root: Path, paths: list[str], message: str) -> str:
     """Append a line to each path and commit; the new commit id."""
     for name in paths:

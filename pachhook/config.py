@@ -40,9 +40,31 @@ class PachydermConfig(NamedTuple):
     reprocess: bool = False
 
 
+class TemplateConfig(NamedTuple):
+    """One instance of a Jsonnet pipeline template, as `pachctl create pipeline --jsonnet
+    FILE --arg K=V...` would make it."""
+
+    file: str  # repository-relative, posix
+    args: tuple[tuple[str, str], ...] = ()  # top-level arguments, strings, in config order
+    name: str | None = None  # for messages
+    line: int | None = None  # of its entry in the config file, for messages
+
+    @property
+    def label(self) -> str:
+        """`templates/edges.jsonnet (suffix=1)`: how plans and messages name the instance."""
+        if self.name:
+            return f"{self.file} [{self.name}]"
+        if not self.args:
+            return self.file
+        return f"{self.file} ({', '.join(f'{k}={v}' for k, v in self.args)})"
+
+
 class PipelinesConfig(NamedTuple):
     include: tuple[str, ...] | None = None  # None: discover specs among tracked JSON/YAML files
     exclude: tuple[str, ...] = ()
+    templates: tuple[TemplateConfig, ...] = ()
+    template_timeout: float = 10.0  # seconds one template instance may take
+    template_memory_mb: int = 512  # memory the Jsonnet evaluator may use
 
 
 class HooksConfig(NamedTuple):
@@ -154,6 +176,20 @@ IMAGE: dict[str, tuple[Check, str]] = {
 PIPELINES: dict[str, tuple[Check, str]] = {
     "include": (_is_str_list, 'a list of glob patterns, such as ["pipelines/**/*.json"]'),
     "exclude": (_is_str_list, "a list of glob patterns"),
+    "template": (lambda v: True, ""),  # checked entry by entry: TEMPLATE
+    "template_timeout": (_is_number, "a number of seconds, such as 10"),
+    "template_memory_mb": (
+        lambda v: _is_positive_int(v) and v >= 128,
+        "a whole number of megabytes, at least 128 (go-jsonnet's own runtime needs ~90)",
+    ),
+}
+TEMPLATE: dict[str, tuple[Check, str]] = {
+    "file": (_is_str, 'a path relative to the repository root, such as "templates/edges.jsonnet"'),
+    "args": (
+        lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+        'a table of strings, such as { suffix = "1" } (pachctl passes --arg values as strings)',
+    ),
+    "name": (_is_str, 'a string such as "edges-1"'),
 }
 HOOKS: dict[str, tuple[Check, str]] = {
     "deploy_branches": (_is_str_list, 'a list of branch names, such as ["main"]'),
@@ -175,10 +211,20 @@ class _Reader:
     def line_of(self, key: str) -> int | None:
         leaf = key.rsplit(".", 1)[-1].split("[")[0]
         pattern = re.compile(rf"^\s*\[*\s*([\w.\"-]*\.)?\"?{re.escape(leaf)}\"?\s*[=\]]")
-        for number, line in enumerate(self.lines, 1):
+        # A key of an array's entry (`pipelines.template[1].args`) is looked for from
+        # that entry's header on.
+        entry = re.match(r"^([\w.]+)\[(\d+)\]", key)
+        start = (self.entry_line(entry[1], int(entry[2])) or 1) - 1 if entry else 0
+        for number, line in enumerate(self.lines[start:], start + 1):
             if pattern.match(line):
                 return number
         return None
+
+    def entry_line(self, array: str, index: int) -> int | None:
+        """The line of entry `index` of an array of tables (`[[pipelines.template]]`)."""
+        header = re.compile(rf"^\s*\[\[\s*({re.escape(self.prefix)})?{re.escape(array)}\s*\]\]")
+        lines = [n for n, line in enumerate(self.lines, 1) if header.match(line)]
+        return lines[index] if index < len(lines) else None
 
     def fail(self, key: str, message: str) -> InputError:
         return InputError(f"{located(self.path, self.line_of(key))}: {self.prefix}{key}: {message}")
@@ -249,6 +295,7 @@ def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -
     pach = sections["pachyderm"]
     pipes = sections["pipelines"]
     hooks = sections["hooks"]
+    templates = _templates(pipes.get("template", []), reader)
     include = pipes.get("include")
     if include is None and env.get("PACHYDERM_PIPELINE_FILES"):
         include = env["PACHYDERM_PIPELINE_FILES"].split()
@@ -266,6 +313,9 @@ def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -
         pipelines=PipelinesConfig(
             include=tuple(include) if include is not None else None,
             exclude=tuple(pipes.get("exclude", ())),
+            templates=templates,
+            template_timeout=float(pipes.get("template_timeout", 10)),
+            template_memory_mb=pipes.get("template_memory_mb", 512),
         ),
         hooks=HooksConfig(
             deploy_branches=tuple(deploy) if deploy is not None else None,
@@ -298,6 +348,29 @@ def _image(raw: dict[str, Any], reader: _Reader, where: str) -> ImageConfig:
     if image.dockerfile_path.startswith("../") or image.dockerfile_path == "..":
         raise reader.fail(f"{where}.dockerfile", f"{image.dockerfile!r} is outside the repository")
     return image
+
+
+def _templates(raw: Any, reader: _Reader) -> tuple[TemplateConfig, ...]:
+    if not isinstance(raw, list):
+        raise reader.fail(
+            "pipelines.template", "must be an array of tables: write [[pipelines.template]]"
+        )
+    found = []
+    for index, entry in enumerate(raw):
+        where = f"pipelines.template[{index}]"
+        reader.table(entry, TEMPLATE, where)
+        if "file" not in entry:
+            raise reader.fail(where, 'has no file; add file = "templates/NAME.jsonnet"')
+        file = normalize(entry["file"])
+        if file == "." or file == ".." or file.startswith("../"):
+            raise reader.fail(
+                f"{where}.file",
+                f"{entry['file']!r} is outside the repository; name a file of the repository",
+            )
+        args = tuple(entry.get("args", {}).items())
+        line = reader.line_of(f"{where}.file")
+        found.append(TemplateConfig(file, args, entry.get("name"), line))
+    return tuple(found)
 
 
 def _env_images(env: Mapping[str, str]) -> list[ImageConfig]:

@@ -44,6 +44,10 @@ class Pipeline(NamedTuple):
     image: str | None  # transform.image as written
     inputs: tuple[tuple[str, str], ...]  # (project, repo) of every input repo pachd must have
     document: dict[str, Any]  # the spec as written
+    # A spec evaluated from a Jsonnet template: the instance, as messages name it
+    # (`templates/edges.jsonnet (suffix=1)`), and every file the evaluation read.
+    origin: str | None = None
+    made_from: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -51,7 +55,12 @@ class Pipeline(NamedTuple):
 
     @property
     def where(self) -> str:
-        return located(self.spec_file, self.line)
+        return self.origin or located(self.spec_file, self.line)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files whose change can change this spec."""
+        return self.made_from or (self.spec_file,)
 
     @property
     def image_repository(self) -> str | None:
@@ -172,22 +181,46 @@ def _parse_file(path: str, data: bytes, default_project: str, strict: bool) -> t
                     "fix it or leave it out of [pipelines] include"
                 )
             continue
-        project = field(doc, "pipeline", "project", "name") or default_project
-        image = field(doc, "transform", "image")
-        if image is not None and not isinstance(image, str):
-            raise InputError(f"{located(path, line)}: transform.image must be a string")
-        pipelines.append(
-            Pipeline(
-                project=project,
-                name=field(doc, "pipeline", "name"),
-                spec_file=path,
-                line=line,
-                image=image,
-                inputs=tuple(dict.fromkeys(input_repos(field(doc, "input"), project))),
-                document=doc,
-            )
-        )
+        pipelines.append(_pipeline(located(path, line), path, line, doc, default_project))
     return tuple(pipelines)
+
+
+def _pipeline(where: str, path: str, line: int | None, doc: Any, default_project: str) -> Pipeline:
+    project = field(doc, "pipeline", "project", "name") or default_project
+    image = field(doc, "transform", "image")
+    if image is not None and not isinstance(image, str):
+        raise InputError(f"{where}: transform.image must be a string")
+    return Pipeline(
+        project=project,
+        name=field(doc, "pipeline", "name"),
+        spec_file=path,
+        line=line,
+        image=image,
+        inputs=tuple(dict.fromkeys(input_repos(field(doc, "input"), project))),
+        document=doc,
+    )
+
+
+def parse_documents(
+    template: str,
+    origin: str,
+    made_from: tuple[str, ...],
+    documents: list[Any],
+    default_project: str,
+) -> list[Pipeline]:
+    """The pipelines of a template instance's result (its evaluated documents), parsed
+    and checked as the documents of a spec file named in the configuration are."""
+    pipelines = []
+    for number, doc in enumerate(documents, 1):
+        which = f"{origin}, spec {number} of {len(documents)}" if len(documents) > 1 else origin
+        if not looks_like_spec(doc):
+            raise InputError(
+                f"{which}: the template returned something that is not a pipeline spec "
+                "(needs pipeline.name and transform); fix the template or its args"
+            )
+        found = _pipeline(which, template, None, doc, default_project)
+        pipelines.append(found._replace(origin=origin, made_from=made_from))
+    return pipelines
 
 
 def is_spec_candidate(path: str, config: Config) -> bool:

@@ -71,4 +71,55 @@ def discover_config(repo: Repo, env: Mapping[str, str]) -> tuple[str, list[str]]
         files = sorted({p.spec_file for p in pipelines})
         lines += ["", "[pipelines]", "include = [" + ", ".join(_quote(f) for f in files) + "]"]
         summary += [f"pipeline {p.project}/{p.name}: {p.where}" for p in pipelines]
+    template_lines, template_summary = _templates(source)
+    lines += template_lines
+    summary += template_summary
     return "\n".join(lines) + "\n", summary
+
+
+def _templates(source: WorkingTreeSource) -> tuple[list[str], list[str]]:
+    """Commented [[pipelines.template]] entries for the Jsonnet files that look like
+    pipeline templates: their args are for the user to give."""
+    import re
+
+    from pachhook.pachyderm.jsonnet import top_level_function
+
+    def mentions_spec(data: bytes | None) -> bool:
+        return data is not None and b"transform" in data and b"pipeline" in data
+
+    lines: list[str] = []
+    summary = []
+    for path in (p for p in source.paths if p.endswith(".jsonnet")):
+        data = source.read(path) or b""
+        text = data.decode("utf-8", errors="replace")
+        header = top_level_function(text)
+        folder = posixpath.dirname(path)
+        imported = (
+            posixpath.normpath(posixpath.join(folder, name))
+            for name in re.findall(r"\bimport\s+['\"]([^'\"]+)['\"]", text)
+        )
+        if not mentions_spec(data) and not (
+            header
+            and any(mentions_spec(source.read(p)) for p in imported if not p.startswith(".."))
+        ):
+            continue
+        if not lines:
+            lines += [
+                "",
+                "# Jsonnet pipeline templates, as `pachctl create pipeline --jsonnet FILE --arg K=V`",
+                "# takes them: give each instance its args (strings) and uncomment it; one file may",
+                "# be instantiated several times with different args.",
+            ]
+        required = [p.name for p in header.parameters if not p.optional] if header else []
+        optional = [p.name for p in header.parameters if p.optional] if header else []
+        args = ", ".join(f'{name} = "CHANGE-ME"' for name in required)
+        lines += ["# [[pipelines.template]]", f"# file = {_quote(path)}"]
+        if header:
+            lines.append(f"# args = {{ {args} }}" if args else "# args = {}")
+        if optional:
+            lines.append(f"#   (optional args: {', '.join(optional)})")
+        summary.append(
+            f"template {path}: commented out in the config"
+            + (f", its args to be set ({', '.join(required)})" if required else "")
+        )
+    return lines, summary

@@ -43,7 +43,8 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
                 f"image {image.name}: inside its context, but not an input "
                 "(no COPY/ADD takes it, or the ignore file leaves it out)"
             )
-    specs = [p for p in workspace.pipelines if p.spec_file == path]
+    out.extend(_templates(workspace, path))
+    specs = [p for p in workspace.pipelines if p.spec_file == path and p.origin is None]
     for pipeline in specs:
         out.append(
             f"spec of pipeline {pipeline.project}/{pipeline.name} ({pipeline.where}): a change updates it"
@@ -51,3 +52,19 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
     if not specs and is_spec_candidate(path, config) and config.pipelines.include is not None:
         out.append("matches [pipelines] include but defines no pipeline")
     return out or ["affects nothing: not an input of any image, not a spec, not the configuration"]
+
+
+def _templates(workspace: Workspace, path: str) -> list[str]:
+    out = []
+    for instance in workspace.templates:
+        if path not in instance.files:
+            continue
+        role = "the template" if path == instance.template.file else "imported by it"
+        out.append(f"template {instance.template.label}: {role}; a change re-evaluates it")
+        for pipeline in workspace.pipelines:
+            if pipeline.origin == instance.template.label:
+                out.append(
+                    f"  pipeline {pipeline.project}/{pipeline.name} is evaluated from it; "
+                    "updated when its evaluated spec changes"
+                )
+    return out

@@ -81,6 +81,8 @@ class PipelinePlan(NamedTuple):
             "image": self.image,
             "action": self.action,
             "reasons": [r.to_json() for r in self.reasons],
+            # A spec evaluated from a template: the instance it came from.
+            **({"origin": self.pipeline.origin} if self.pipeline.origin else {}),
         }
 
 
@@ -191,13 +193,16 @@ def make_plan(
         if everything:
             why.append(blanket)
         is_new = False
-        if pipeline.spec_file in changes.paths:
+        # A spec file, or a template and the files its evaluation read.
+        touched = [path for path in pipeline.files if path in changes.paths]
+        if touched:
             before = base.get(pipeline.key)
             if before is None:
                 is_new = True
-                why.append(Reason(pipeline.spec_file, "new spec"))
+                why.append(Reason(touched[0], "new spec"))
             elif before.canonical != pipeline.canonical:
-                why.append(Reason(pipeline.spec_file, "spec changed"))
+                what = "evaluated spec changed" if pipeline.origin else "spec changed"
+                why.append(Reason(touched[0], what))
         if built is not None:
             for hit in hits_by_image[built.repository]:
                 if hit.path is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pachhook import globs
 from pachhook.config import Config, ImageConfig, load
@@ -12,6 +13,9 @@ from pachhook.docker.digest import ImageState, digest_tag, input_digest
 from pachhook.errors import InputError
 from pachhook.pachyderm.specs import Pipeline, is_spec_candidate, maybe_spec, parse_file
 from pachhook.repo.source import Source
+
+if TYPE_CHECKING:
+    from pachhook.pachyderm.templates import Instance
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Workspace:
     images: tuple[ImageState, ...]
     pipelines: tuple[Pipeline, ...]
     spec_files: frozenset[str]
+    templates: tuple[Instance, ...] = ()  # evaluated [[pipelines.template]] instances
 
 
 def config_of(source: Source, env: Mapping[str, str]) -> Config:
@@ -144,6 +149,8 @@ def load_workspace(
         image_state(img, config, source, i, missing) for i, img in enumerate(config.images)
     )
     pipelines = pipelines_at(source, config)
+    instances = template_instances(source, config)
+    pipelines += templated_pipelines(instances, config)
     check_unique(pipelines)
     return Workspace(
         config=config,
@@ -152,4 +159,19 @@ def load_workspace(
         images=images,
         pipelines=tuple(pipelines),
         spec_files=frozenset(p.spec_file for p in pipelines),
+        templates=tuple(instances),
     )
+
+
+def template_instances(source: Source, config: Config) -> list[Instance]:
+    """The [[pipelines.template]] instances at `source` (the Jsonnet code is loaded only
+    when there are some)."""
+    if not config.pipelines.templates:
+        return []
+    from pachhook.pachyderm.templates import instantiate
+
+    return instantiate(source, config)
+
+
+def templated_pipelines(instances: Iterable[Instance], config: Config) -> list[Pipeline]:
+    return [p for i in instances for p in i.pipelines(config.pachyderm.project)]

@@ -156,12 +156,14 @@ def load_config(found: Repo, environment: Mapping[str, str]) -> Config:
 
 def count_pipelines(found: Repo, config: Config) -> str:
     from pachhook.errors import PachhookError
-    from pachhook.plan.workspace import pipelines_at
+    from pachhook.plan.workspace import pipelines_at, template_instances
     from pachhook.repo.source import WorkingTreeSource
 
     source = WorkingTreeSource(found)
     try:
-        return str(len(pipelines_at(source, config)))
+        # Evaluating the templates now also records what they import (see `wanted`).
+        templated = sum(len(i.documents) for i in template_instances(source, config))
+        return str(len(pipelines_at(source, config)) + templated)
     except PachhookError:
         return "?"  # a broken spec is reported by the first run that reads it
     finally:
@@ -292,7 +294,14 @@ class Session:
         listed = list(paths)
         files = [p for p in listed if not p.endswith("/")]
         out = {p for p in listed if p.endswith("/")}  # a folder went: decide by state
-        out.update(Relevance.of(self.config).matters(files))
+        first_look = Relevance.of(self.config)
+        out.update(first_look.matters(files))
+        if first_look.instances:
+            # What the templates imported when they were last evaluated.
+            from pachhook.pachyderm.template_cache import Index
+
+            imported = Index(self.repo.state_dir).files(first_look.instances)
+            out.update(p for p in files if p in imported)
         out.update(set(CONFIG_FILES).intersection(listed))
         return out
 
