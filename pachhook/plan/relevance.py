@@ -1,7 +1,8 @@
 """The cheap first look: could any changed path matter?
 
-A changed path matters when it lies in an image's context, is an image's Dockerfile, may
-hold pipeline specs, or is a configuration file. Everything else is left unread: a hook
+A changed path matters when it lies in an image's context, is an image's Dockerfile or
+the ignore file beside it (BuildKit's `<Dockerfile>.dockerignore`, which may lie outside
+the context), may hold pipeline specs, or is a configuration file. Everything else is left unread: a hook
 on a commit that touches none of these stops here.
 
 What the answer needs of the configuration is small, and the same for the same config
@@ -24,6 +25,7 @@ from pachhook.repo.source import blob_id
 
 CACHE = "relevance.json"  # under the state dir
 CACHE_KEPT = 8  # configurations remembered (branches switched back and forth)
+IGNORE_SUFFIX = ".dockerignore"  # BuildKit reads <Dockerfile>.dockerignore beside the Dockerfile
 ENV_INPUTS = ("PACHYDERM_PIPELINE_FILES", "DOCKER_IMAGE_TAG")  # environment that shapes a config
 
 
@@ -55,6 +57,7 @@ class Relevance(NamedTuple):
             for path in paths
             if path in configs
             or path in dockerfiles
+            or path.removesuffix(IGNORE_SUFFIX) in dockerfiles
             or any(path.startswith(c) for c in self.contexts)
             or spec_candidate(path, self.include, self.exclude)
         ]
