@@ -297,14 +297,16 @@ class PlainProgress:
         line = line.rstrip("\r\n")
         if not line.strip():
             return
+        if line.strip() == "------":
+            self._in_block = not self._in_block
+            return
+        if self._in_block:
+            return  # the failing step's last lines, told again
         match = _VERTEX.match(line)
         if match is None:
-            if line.strip() == "------":
-                self._in_block = not self._in_block
-            elif not self._in_block:
-                self.free.append(line.strip())
-                if line.strip() not in (message for _, message in self.errors[-3:]):
-                    self.tail.append(line.strip())
+            self.free.append(line.strip())
+            if line.strip() not in (message for _, message in self.errors[-3:]):
+                self.tail.append(line.strip())
             return
         vertex, rest = int(match[1]), match[2]
         if vertex not in self.names:

@@ -66,6 +66,7 @@ class ImageResult:
     log_path: str | None = None
     manifest: str | None = None  # the manifest digest the registry serves, once verified
     builder: str | None = None  # "buildkit" or "classic", for an image this run built
+    cache_from: tuple[str, ...] = ()  # the tags whose layers its build could reuse
 
     @property
     def ok(self) -> bool:
@@ -183,14 +184,15 @@ class Engine:
         reference = f"{state.name}:{state.tag}" if state.tag else state.name
         log = _BuildLog(self._log_path(reference))
         status, error, manifest = "built", None, None
+        cached: list[str] = []  # the tags the build could reuse layers of
         try:
             tag = checked_tag(state)
             self.events.stage(reference, "sending context")
             client = self._client()
             if state.builder == buildkit.BUILDKIT:
-                self._build_buildkit(client, state, source, log, push)
+                self._build_buildkit(client, state, source, log, push, cached)
             else:
-                self._build(client, state, source, log)
+                self._build(client, state, source, log, cached)
             if push:
                 pushed = self._push(client, state, tag, log)
                 manifest = self._verify(state, tag, pushed, log)
@@ -203,7 +205,15 @@ class Engine:
         # A log is kept for a build that failed after the engine started on it.
         log_path = log.close(keep=status == "failed" and bool(tail))
         result = ImageResult(
-            state.name, reference, status, seconds, error, log_path, manifest, state.builder
+            state.name,
+            reference,
+            status,
+            seconds,
+            error,
+            log_path,
+            manifest,
+            state.builder,
+            tuple(cached),
         )
         self.events.finished(result, tail if status == "failed" else ())
         return result
@@ -216,6 +226,7 @@ class Engine:
         state: ImageState,
         source: Source,
         log: _BuildLog,
+        cached: list[str],
     ) -> None:
         import docker.errors
         import requests.exceptions
@@ -230,6 +241,7 @@ class Engine:
         }
         step: tuple[str, str] | None = None
         cache_from = self._pull_cache(client, state, log)
+        cached.extend(cache_from)
         try:
             with tempfile.TemporaryFile(prefix="pachhook-context-") as out:
                 try:
@@ -298,6 +310,7 @@ class Engine:
         source: Source,
         log: _BuildLog,
         push: bool,
+        cached: list[str],
     ) -> None:
         """The Docker CLI builds from a folder; the image lands in the engine's store."""
         reference = f"{state.name}:{state.tag}"
@@ -318,6 +331,7 @@ class Engine:
                     "logs and every command line)"
                 )
         cache_from = self._cache_from(state, log)
+        cached.extend(cache_from)
         network = self._engine_network(client)
         labels = {
             LABEL_REVISION: source.revision,

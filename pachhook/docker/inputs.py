@@ -106,6 +106,7 @@ FLAGS = {
         "run": frozenset({"mount", "network", "security"}),
     },
 }
+BOOLEAN_FLAGS = frozenset({"link", "parents", "keep-git-dir"})  # `--link` alone means true
 MOUNT_TYPES = frozenset({"bind", "cache", "tmpfs", "secret", "ssh"})
 MAX_LINK_HOPS = 40  # how many symlinks one source may pass through before it counts as missing
 MAX_LINK_SIZE = 4096  # a symlink's target is a path: longer content is not a symlink
@@ -677,7 +678,7 @@ class _Builder:
         cmd = ins.cmd.upper()
         flags = dict(_flag(f) for f in ins.flags)
         for name, value in flags.items():
-            if value is None:
+            if value is None and name not in BOOLEAN_FLAGS:
                 raise InstructionError(f"{cmd} --{name} has no value", f"write --{name}=VALUE")
         if "chmod" in flags and not self.buildkit:
             raise self.needs_buildkit(f"{cmd} --chmod")
