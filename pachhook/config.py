@@ -14,6 +14,22 @@ CONFIG_FILES = ("pachhook.toml", "pyproject.toml")  # read in this order: the fi
 TAG_POLICIES = ("digest", "git-sha")
 BUILD_FAILURE_POLICIES = ("block", "warn")
 COMMIT_HOOK_MODES = ("plan", "build", "off")
+BUILDERS = ("auto", "buildkit", "classic")
+CACHE_SOURCES = ("registry", "off")
+# Variables pachhook reads its own credentials from: never handed to a build as a secret,
+# since the repository (not the operator) names a build's secrets.
+CREDENTIAL_VARIABLES = frozenset({"PACHYDERM_TOKEN", "DOCKERHUB_TOKEN", "DOCKERHUB_USERNAME"})
+
+
+class BuildSecret(NamedTuple):
+    """`--secret id=ID,env=VAR`: the value of VAR, mounted at /run/secrets/ID by BuildKit."""
+
+    id: str
+    env: str
+
+    @property
+    def spec(self) -> str:
+        return f"id={self.id},env={self.env}"
 
 
 class ImageConfig(NamedTuple):
@@ -23,6 +39,9 @@ class ImageConfig(NamedTuple):
     target: str | None = None
     build_args: Mapping[str, str] = MappingProxyType({})
     platform: str | None = None
+    builder: str = "auto"  # as configured: "auto", "buildkit" or "classic"
+    cache_from: str = "off"  # "registry": reuse the layers of the image the cluster runs now
+    secrets: tuple[BuildSecret, ...] = ()
 
     @property
     def dockerfile_path(self) -> str:
@@ -32,6 +51,13 @@ class ImageConfig(NamedTuple):
     @property
     def repository(self) -> str:
         return normalize_repository(self.name)
+
+
+class BuildConfig(NamedTuple):
+    """`[build]`: the defaults of every image."""
+
+    builder: str = "auto"
+    cache_from: str = "off"  # "registry" by default where CI is set
 
 
 class PachydermConfig(NamedTuple):
@@ -82,6 +108,7 @@ class Config(NamedTuple):
     images: tuple[ImageConfig, ...] = ()
     pipelines: PipelinesConfig = PipelinesConfig()
     hooks: HooksConfig = HooksConfig()
+    build: BuildConfig = BuildConfig()
 
 
 def normalize(path: str) -> str:
@@ -172,6 +199,13 @@ IMAGE: dict[str, tuple[Check, str]] = {
     "target": (_is_str, "the name of a build stage"),
     "build_args": (_is_str_map, 'a table of strings, such as { PY = "3.11" }'),
     "platform": (_is_str, 'a string such as "linux/amd64"'),
+    "builder": (_one_of(*BUILDERS), 'one of "auto", "buildkit", "classic"'),
+    "cache_from": (_one_of(*CACHE_SOURCES), 'one of "registry", "off"'),
+    "secrets": (_is_str_list, 'a list such as ["id=pip,env=PIP_TOKEN"]'),
+}
+BUILD: dict[str, tuple[Check, str]] = {
+    "builder": (_one_of(*BUILDERS), 'one of "auto", "buildkit", "classic"'),
+    "cache_from": (_one_of(*CACHE_SOURCES), 'one of "registry", "off"'),
 }
 PIPELINES: dict[str, tuple[Check, str]] = {
     "include": (_is_str_list, 'a list of glob patterns, such as ["pipelines/**/*.json"]'),
@@ -197,7 +231,7 @@ HOOKS: dict[str, tuple[Check, str]] = {
     "post_push_timeout": (_is_number, "a number of seconds, such as 120"),
     "post_commit": (_one_of(*COMMIT_HOOK_MODES), 'one of "plan", "build", "off"'),
 }
-TABLES = {"pachyderm": PACHYDERM, "pipelines": PIPELINES, "hooks": HOOKS}
+TABLES = {"pachyderm": PACHYDERM, "pipelines": PIPELINES, "hooks": HOOKS, "build": BUILD}
 
 
 class _Reader:
@@ -279,6 +313,11 @@ def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -
         name: reader.table(doc.get(name, {}), table, name) for name, table in TABLES.items()
     }
 
+    raw_build = sections["build"]
+    build = BuildConfig(
+        builder=raw_build.get("builder", "auto"),
+        cache_from=raw_build.get("cache_from", "registry" if _in_ci(env) else "off"),
+    )
     raw_images = doc.get("image", [])
     if not isinstance(raw_images, list):
         raise reader.fail("image", "must be an array of tables: write [[image]]")
@@ -288,8 +327,8 @@ def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -
         reader.table(raw, IMAGE, where)
         if "name" not in raw:
             raise reader.fail(where, 'has no name; add name = "registry/repository"')
-        images.append(_image(raw, reader, where))
-    images.extend(_env_images(env) if not images else ())
+        images.append(_image(raw, reader, where, build))
+    images.extend(_env_images(env, build) if not images else ())
     _check_unique(images, reader)
 
     pach = sections["pachyderm"]
@@ -323,10 +362,15 @@ def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -
             post_push_timeout=float(hooks.get("post_push_timeout", 120)),
             post_commit=hooks.get("post_commit", "plan"),
         ),
+        build=build,
     )
 
 
-def _image(raw: dict[str, Any], reader: _Reader, where: str) -> ImageConfig:
+def _in_ci(env: Mapping[str, str]) -> bool:
+    return env.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _image(raw: dict[str, Any], reader: _Reader, where: str, build: BuildConfig) -> ImageConfig:
     name = raw["name"]
     repo, tag, digest = split_reference(name)
     if tag or digest:
@@ -344,7 +388,12 @@ def _image(raw: dict[str, Any], reader: _Reader, where: str) -> ImageConfig:
         target=raw.get("target"),
         build_args={k: str(v) for k, v in raw.get("build_args", {}).items()},
         platform=raw.get("platform"),
+        builder=raw.get("builder", build.builder),
+        cache_from=raw.get("cache_from", build.cache_from),
+        secrets=tuple(_secret(spec, reader, f"{where}.secrets") for spec in raw.get("secrets", [])),
     )
+    if len({s.id for s in image.secrets}) < len(image.secrets):
+        raise reader.fail(f"{where}.secrets", "two secrets share an id; give each its own")
     if image.dockerfile_path.startswith("../") or image.dockerfile_path == "..":
         raise reader.fail(f"{where}.dockerfile", f"{image.dockerfile!r} is outside the repository")
     return image
@@ -373,12 +422,41 @@ def _templates(raw: Any, reader: _Reader) -> tuple[TemplateConfig, ...]:
     return tuple(found)
 
 
-def _env_images(env: Mapping[str, str]) -> list[ImageConfig]:
+_SECRET_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _secret(spec: str, reader: _Reader, where: str) -> BuildSecret:
+    """`id=ID,env=VAR` only: a file (`src=`) named by the repository could be any file of
+    the machine that builds."""
+    fields: dict[str, str] = {}
+    for part in spec.split(","):
+        key, eq, value = part.strip().partition("=")
+        if not eq or key not in ("id", "env") or key in fields:
+            raise reader.fail(where, f"{spec!r}: write id=ID,env=VARIABLE")
+        fields[key] = value.strip()
+    secret_id, variable = fields.get("id", ""), fields.get("env", "")
+    if not _SECRET_ID.match(secret_id) or not _VARIABLE.match(variable):
+        raise reader.fail(where, f"{spec!r}: write id=ID,env=VARIABLE (a variable's name)")
+    if variable in CREDENTIAL_VARIABLES:
+        raise reader.fail(
+            where,
+            f"{spec!r}: {variable} holds one of pachhook's own credentials and is never given "
+            "to a build; put the build's secret in a variable of its own",
+        )
+    return BuildSecret(secret_id, variable)
+
+
+def _env_images(env: Mapping[str, str], build: BuildConfig) -> list[ImageConfig]:
     name = env.get("DOCKER_IMAGE_TAG", "").strip()
     if not name:
         return []
     # The seed names the repository here; a tag, if any, is replaced by pachhook's own.
-    return [ImageConfig(name=split_reference(name)[0])]
+    return [
+        ImageConfig(
+            name=split_reference(name)[0], builder=build.builder, cache_from=build.cache_from
+        )
+    ]
 
 
 def _check_unique(images: list[ImageConfig], reader: _Reader) -> None:

@@ -106,6 +106,23 @@ def test_pyproject_without_table_falls_back_to_environment():
         ),
         ('[pipelines]\ninclude = "a.json"\n', "pipelines.include: got 'a.json'; expected a list"),
         ("jobs = [\n", "pachhook.toml:1: not valid TOML"),
+        (
+            '[build]\nbuilder = "kaniko"\n',
+            'pachhook.toml:2: build.builder: got \'kaniko\'; expected one of "auto", "buildkit"',
+        ),
+        ("[build]\ncache_from = true\n", "build.cache_from: got True; expected one of"),
+        (
+            '[[image]]\nname = "a/b"\nsecrets = ["id=pip,src=/root/.netrc"]\n',
+            "pachhook.toml:3: image[0].secrets: 'id=pip,src=/root/.netrc': write id=ID,env=VARIABLE",
+        ),
+        (
+            '[[image]]\nname = "a/b"\nsecrets = ["id=t,env=PACHYDERM_TOKEN"]\n',
+            "PACHYDERM_TOKEN holds one of pachhook's own credentials and is never given to a build",
+        ),
+        (
+            '[[image]]\nname = "a/b"\nsecrets = ["id=t,env=A", "id=t,env=B"]\n',
+            "image[0].secrets: two secrets share an id",
+        ),
         ("image = 3\n", "image: must be an array of tables"),
     ],
 )
@@ -169,3 +186,39 @@ def test_config_wins_over_environment():
 )
 def test_docker_reference_rules(ref: str, repository: str):
     assert config.normalize_repository(ref) == repository
+
+
+def test_builder_cache_and_secrets():
+    text = """
+[build]
+builder = "classic"
+[[image]]
+name = "a/one"
+[[image]]
+name = "a/two"
+builder = "buildkit"
+cache_from = "registry"
+secrets = ["id=pip,env=PIP_TOKEN", " id=npm , env=NPM_TOKEN"]
+"""
+    c = load({"pachhook.toml": text})
+    one, two = c.images
+    assert c.build == config.BuildConfig("classic", "off")
+    assert (one.builder, one.cache_from, one.secrets) == ("classic", "off", ())
+    assert (two.builder, two.cache_from) == ("buildkit", "registry")
+    assert two.secrets == (
+        config.BuildSecret("pip", "PIP_TOKEN"),
+        config.BuildSecret("npm", "NPM_TOKEN"),
+    )
+    assert two.secrets[0].spec == "id=pip,env=PIP_TOKEN"
+
+
+def test_builder_defaults_to_auto_and_the_registry_cache_to_ci():
+    files = {"pachhook.toml": '[[image]]\nname = "a/b"\n'}
+    image = load(files).images[0]
+    assert (image.builder, image.cache_from) == ("auto", "off")
+    assert load(files, {"CI": "true"}).images[0].cache_from == "registry"
+    assert load(files, {"CI": "0"}).images[0].cache_from == "off"
+    ci_off = {"pachhook.toml": '[build]\ncache_from = "off"\n[[image]]\nname = "a/b"\n'}
+    assert load(ci_off, {"CI": "1"}).images[0].cache_from == "off"
+    seed = load({}, {"DOCKER_IMAGE_TAG": "acme/app", "CI": "1"}).images[0]
+    assert (seed.builder, seed.cache_from) == ("auto", "registry")

@@ -2,8 +2,9 @@
 
 Each case is a small Dockerfile and a few files; no Docker engine is needed.
 The behaviour each test pins down was checked against Docker 20.10's classic
-builder driven by docker-py (the engine pachhook uses); tests/test_dockerfile_judge.py
-checks the inputs against the engine itself.
+builder driven by docker-py, and (at the end, "BuildKit") against its BuildKit driven
+by the Docker CLI; tests/test_dockerfile_judge.py checks the inputs against the engine
+itself, under both builders.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ def inputs(
     name: str = "Dockerfile",
     target: str | None = None,
     build_args: Mapping[str, str] | None = None,
+    builder: str = "classic",
+    configured: str = "auto",
 ) -> list[str]:
-    """The inputs of an image whose Dockerfile (at context/name) has this text."""
+    """The inputs of an image whose Dockerfile (at context/name) has this text, under
+    `builder`; `configured` is the builder the configuration asked for."""
     contents = dict(files) if isinstance(files, Mapping) else {p: p for p in files}
     image = ImageConfig(
         name="registry.example/app",
@@ -54,6 +58,7 @@ def inputs(
         dockerfile=name,
         target=target,
         build_args=dict(build_args or {}),
+        builder=configured,
     )
     if dockerfile is not None:
         contents[image.dockerfile_path] = dockerfile
@@ -63,7 +68,7 @@ def inputs(
         text = contents.get(path)
         return None if text is None else text.encode()
 
-    return list(image_inputs(image, paths, read))
+    return list(image_inputs(image, paths, read, builder=builder))
 
 
 def error(dockerfile: str | None, files: Mapping[str, str] | Sequence[str] = (), **kw: Any) -> str:
@@ -502,20 +507,20 @@ def test_chown_is_accepted() -> None:
 
 def test_chmod_needs_buildkit() -> None:
     message = error("FROM scratch\nCOPY --chmod=644 a.txt /x\n", FILES)
-    assert message.startswith("Dockerfile:2: COPY --chmod requires BuildKit")
+    assert message.startswith("Dockerfile:2: COPY --chmod needs BuildKit")
 
 
 @pytest.mark.parametrize(
     "line",
-    [
-        "COPY --link a.txt /x",
-        "COPY --parents a.txt /x/",
-        "COPY --exclude=*.md . /x",
-        "ADD --from=s a /x",
-    ],
+    ["COPY --link a.txt /x", "COPY --parents a.txt /x/", "COPY --exclude=*.md . /x"],
 )
-def test_flags_the_classic_builder_does_not_know(line: str) -> None:
+def test_buildkit_flags_under_the_classic_builder_say_to_use_buildkit(line: str) -> None:
     message = error(f"FROM scratch AS s\n{line}\n", FILES)
+    assert message.startswith("Dockerfile:2: ") and "needs BuildKit" in message
+
+
+def test_flags_no_builder_knows() -> None:
+    message = error("FROM scratch AS s\nADD --from=s a /x\n", FILES)
     assert message.startswith("Dockerfile:2: ") and "has no such flag" in message
 
 
@@ -892,3 +897,166 @@ def test_many_paths_stay_fast() -> None:
         result = image_inputs(image, ordered, read)
         assert len(result) == 202
     assert time.perf_counter() - start < 3.0
+
+
+# --- BuildKit -------------------------------------------------------------------------------------
+# Checked against Docker 20.10's BuildKit (`DOCKER_BUILDKIT=1 docker build`, from a folder).
+
+
+def bk(
+    dockerfile: str | None, files: Mapping[str, str] | Sequence[str] = (), **kw: Any
+) -> list[str]:
+    return inputs(dockerfile, files, builder="buildkit", **kw)
+
+
+def bk_error(
+    dockerfile: str | None, files: Mapping[str, str] | Sequence[str] = (), **kw: Any
+) -> str:
+    return error(dockerfile, files, builder="buildkit", **kw)
+
+
+def test_buildkit_reads_the_ignore_file_beside_the_dockerfile() -> None:
+    files = {
+        ".dockerignore": "a.txt\n",
+        "Dockerfile.dockerignore": "b.txt\n",
+        "a.txt": "",
+        "b.txt": "",
+    }
+    text = "FROM scratch\nCOPY . /c/\n"
+    # .dockerignore is then an ordinary file of the context, copied by `COPY .`.
+    assert bk(text, files) == [".dockerignore", "Dockerfile", "Dockerfile.dockerignore", "a.txt"]
+    # The classic builder knows only .dockerignore.
+    assert inputs(text, files) == [
+        ".dockerignore",
+        "Dockerfile",
+        "Dockerfile.dockerignore",
+        "b.txt",
+    ]
+
+
+def test_buildkit_ignore_file_of_a_dockerfile_outside_the_context() -> None:
+    files = {
+        "app/.dockerignore": "a.txt\n",
+        "docker/app.Dockerfile.dockerignore": "b.txt\n",
+        "app/a.txt": "",
+        "app/b.txt": "",
+    }
+    result = bk("FROM scratch\nCOPY . /c/\n", files, context="app", name="../docker/app.Dockerfile")
+    assert result == [
+        "app/.dockerignore",
+        "app/a.txt",
+        "docker/app.Dockerfile",
+        "docker/app.Dockerfile.dockerignore",
+    ]
+
+
+def test_buildkit_without_its_own_ignore_file_reads_dockerignore() -> None:
+    files = {".dockerignore": "a.txt\n", "a.txt": "", "b.txt": ""}
+    assert bk("FROM scratch\nCOPY . /c/\n", files) == [".dockerignore", "Dockerfile", "b.txt"]
+    assert "excluded by Dockerfile.dockerignore" in bk_error(
+        "FROM scratch\nCOPY a.txt /c/\n", {"Dockerfile.dockerignore": "a.txt\n", "a.txt": ""}
+    )
+
+
+def test_run_mount_bind_sources_are_inputs() -> None:
+    text = (
+        "FROM scratch\n"
+        'RUN --mount=type=bind,source=a.txt,target=/a --mount="src=src/lib,dst=/l" true\n'
+        "RUN --mount=type=BIND,source=/../b.txt,target=/b,ro true\n"
+    )
+    assert bk(text, FILES) == ["Dockerfile", "a.txt", "b.txt", "src/lib/deep.py"]
+
+
+def test_run_mount_bind_without_source_takes_the_whole_visible_context() -> None:
+    files = {".dockerignore": "*.txt\n", **{p: "" for p in FILES}}
+    result = bk("FROM scratch\nRUN --mount=type=bind,target=/ctx true\n", files)
+    assert result == [
+        ".dockerignore",
+        "Dockerfile",
+        "other/x",
+        "src/lib/deep.py",
+        "src/main.py",
+        "src/util.py",
+    ]
+
+
+def test_run_mounts_that_read_no_file() -> None:
+    text = (
+        "FROM scratch\nRUN --mount=type=cache,target=/c --mount=type=tmpfs,target=/t "
+        "--mount=type=secret,id=pip,required --mount=type=ssh true\n"
+    )
+    assert bk(text, FILES) == ["Dockerfile"]
+
+
+def test_run_mount_from_a_stage_needs_that_stage() -> None:
+    text = (
+        "FROM scratch AS gen\nCOPY a.txt /\nFROM scratch AS unused\nCOPY b.txt /\n"
+        "FROM scratch\nRUN --mount=type=bind,from=gen,source=/a.txt,target=/a true\n"
+        "RUN --mount=type=cache,from=gen,target=/c true\n"
+    )
+    assert bk(text, FILES) == ["Dockerfile", "a.txt"]
+
+
+def test_run_mount_from_an_index_is_an_image_not_a_stage() -> None:
+    text = "FROM scratch AS gen\nCOPY a.txt /\nFROM scratch\nRUN --mount=from=0,target=/a true\n"
+    assert bk(text, FILES) == ["Dockerfile"]
+
+
+def test_run_mount_errors() -> None:
+    assert "unsupported mount type 'foo'" in bk_error(
+        "FROM scratch\nRUN --mount=type=foo,target=/x true\n"
+    )
+    message = bk_error("FROM scratch\nRUN --mount=source=nope.txt,target=/x true\n", FILES)
+    assert message.startswith("Dockerfile:2: RUN --mount source 'nope.txt' does not exist")
+    assert "takes no variables" in bk_error("FROM scratch\nRUN --mount=from=$S,target=/x true\n")
+    assert "must be a key=value pair" in bk_error("FROM scratch\nRUN --mount=type=bind,oops true\n")
+    assert "has no value" in bk_error("FROM scratch\nRUN --mount true\n")
+
+
+def test_run_mount_source_is_expanded_like_a_copy_source() -> None:
+    text = "FROM scratch\nARG REQ=a.txt\nRUN --mount=source=$REQ,target=/r true\n"
+    assert bk(text, FILES) == ["Dockerfile", "a.txt"]
+    assert bk(text, FILES, build_args={"REQ": "c.txt"}) == ["Dockerfile", "c.txt"]
+
+
+def test_onbuild_run_mount_reads_in_the_child_stage() -> None:
+    text = "FROM scratch AS base\nONBUILD RUN --mount=source=a.txt,target=/a true\nFROM base\n"
+    assert bk(text, FILES) == ["Dockerfile", "a.txt"]
+
+
+def test_buildkit_ignores_errors_in_stages_the_target_does_not_need() -> None:
+    text = "FROM scratch AS test\nCOPY tests/ /t/\nFROM scratch\nCOPY a.txt /\n"
+    assert bk(text, FILES) == ["Dockerfile", "a.txt"]
+    assert "'tests/' does not exist" in error(text, FILES)  # the classic builder builds it
+    needed = "FROM scratch AS base\nCOPY tests/ /t/\nFROM base\nCOPY a.txt /\n"
+    assert "'tests/' does not exist" in bk_error(needed, FILES)
+
+
+def test_buildkit_copies_what_wildcards_match_even_nothing() -> None:
+    assert bk("FROM scratch\nCOPY *.nope /x\n", FILES) == ["Dockerfile"]
+    assert bk("FROM scratch\nCOPY *.txt /x\n", FILES) == ["Dockerfile", "a.txt", "b.txt", "c.txt"]
+    assert "does not exist" in bk_error("FROM scratch\nCOPY nope.txt /x\n", FILES)
+
+
+def test_buildkit_flags() -> None:
+    text = "FROM scratch\nCOPY --chmod=755 --link a.txt /a\nADD --chmod=600 --checksum=sha256:x b.txt /b\n"
+    assert bk(text, FILES) == ["Dockerfile", "a.txt", "b.txt"]
+    assert bk("FROM scratch\nRUN --network=none --security=insecure true\n", FILES) == [
+        "Dockerfile"
+    ]
+    assert "BuildKit has no such flag" in bk_error(
+        "FROM scratch\nCOPY --frobnicate a.txt /a\n", FILES
+    )
+
+
+def test_run_mount_under_the_classic_builder_says_to_use_buildkit() -> None:
+    text = "FROM scratch\nRUN --mount=type=cache,target=/c true\n"
+    configured = error(text, FILES, configured="classic")
+    assert configured.startswith("Dockerfile:2: RUN --mount needs BuildKit, and image ")
+    assert 'set builder = "buildkit"' in configured
+    fell_back = error(text, FILES, configured="auto")
+    assert 'builder "auto" chose the classic builder' in fell_back
+    assert "PACHHOOK_DOCKER_CLI" in fell_back
+    # In a stage after the target the classic builder never runs it.
+    later = "FROM scratch AS app\nCOPY a.txt /\nFROM app\nRUN --mount=type=cache,target=/c true\n"
+    assert inputs(later, FILES, target="app") == ["Dockerfile", "a.txt"]

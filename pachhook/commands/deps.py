@@ -30,11 +30,12 @@ def run(args: argparse.Namespace) -> int:
     from pachhook.plan.workspace import image_state
 
     source = source_at(args.rev)
-    config = load(source.read, env())
+    environment = env()
+    config = load(source.read, environment)
     wanted = normalize_repository(args.image)
     for index, candidate in enumerate(config.images):
         if candidate.name == args.image or candidate.repository == wanted:
-            state = image_state(candidate, config, source, index, frozenset())
+            state = image_state(candidate, config, source, index, frozenset(), environment)
             break
     else:
         names = ", ".join(i.name for i in config.images) or "none configured"

@@ -15,7 +15,10 @@ def register(subparsers: Any) -> None:
     add_selection(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="list unchanged images and pipelines too"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list unchanged images and pipelines too, and which builder builds the images",
     )
     parser.set_defaults(func=run)
 
@@ -24,10 +27,16 @@ def run(args: argparse.Namespace) -> int:
     from pachhook.plan.load import plan_selection
     from pachhook.run.report import plan_lines
 
-    planned = plan_selection(repo(), selection(args), env())
+    environment = env()
+    planned = plan_selection(repo(), selection(args), environment)
     if args.json:
         print_json(planned.plan.to_json())
     else:
         for line in plan_lines(planned.plan, verbose=args.verbose):
             out(line)
+        if args.verbose and planned.workspace is not None:
+            from pachhook.docker.buildkit import describe
+
+            for line in describe(planned.workspace.images, environment):
+                out(line)
     return 0

@@ -23,6 +23,8 @@ class ImageState:
     removed_inputs: tuple[str, ...]  # changed paths absent from the source that were inputs
     digest: str
     tag: str
+    builder: str = "classic"  # the builder that builds it: "buildkit" or "classic"
+    ignore_file: str | None = None  # the ignore file in force (repository path), if any
 
     @property
     def name(self) -> str:
@@ -34,22 +36,34 @@ class ImageState:
 
 
 def input_digest(
-    image: ImageConfig, inputs: Sequence[str], entry: Callable[[str], Entry], dockerfile_text: str
+    image: ImageConfig,
+    inputs: Sequence[str],
+    entry: Callable[[str], Entry],
+    dockerfile_text: str,
+    builder: str = "classic",
 ) -> str:
     """sha256 over the sorted inputs (path, mode, blob id), the Dockerfile text, the
-    build args, target and platform: everything the engine is given to build from."""
+    build args, target and platform, and the builder: everything the engine is given to
+    build from. The same content built by the other builder is another image (and
+    neither builder reuses the other's layers), so it gets another tag."""
     h = hashlib.sha256()
     for path in sorted(inputs):
         mode, oid = entry(path)
         h.update(f"{path}\0{mode}\0{oid}\n".encode())
     h.update(b"\0dockerfile\0" + dockerfile_text.encode())
-    settings = {
+    settings: dict[str, object] = {
         "build_args": dict(sorted(image.build_args.items())),
         "target": image.target,
         "platform": image.platform,
         "dockerfile": image.dockerfile_path,
         "context": image.context,
     }
+    # Classic images keep the digests they had before the builder was a choice.
+    if builder != "classic":
+        settings["builder"] = builder
+    if image.secrets:
+        # Which secrets a build gets, never their values (a new value is no new image).
+        settings["secrets"] = sorted(secret.spec for secret in image.secrets)
     h.update(b"\0settings\0" + json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
 

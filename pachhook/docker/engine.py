@@ -1,9 +1,15 @@
 """The Docker engine: build a context, push the tag, verify that the registry serves it.
 
-`Engine.build` streams the build context (context.py) to the engine, pushes, and checks
-that the registry serves the manifest that was pushed. Only then is an image "built".
-What happens is told to a `BuildEvents` receiver as it happens (stages, steps, output,
-the result), and kept in a log file per build.
+`Engine.build` builds the image with the builder the plan chose for it, pushes, and
+checks that the registry serves the manifest that was pushed. Only then is an image
+"built". The classic builder is driven through docker-py (the context, context.py, is
+streamed as a tar); BuildKit through the Docker CLI (buildkit.py), from a folder. What
+happens is told to a `BuildEvents` receiver as it happens (stages, steps, output, the
+result), the same way for both builders, and kept in a log file per build.
+
+With `cache_from = "registry"`, a build reuses the layers of the image's tag that runs
+now (`cache_sources` finds it): BuildKit reads them with `--cache-from` (its pushed images
+carry their cache, BUILDKIT_INLINE_CACHE); the classic builder pulls the tag first.
 
 docker-py is imported here, and in credentials.py for Docker's credential store, and only
 when an engine or that store is needed: runs whose images are all in the registry never
@@ -20,13 +26,14 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from pachhook.docker import buildkit
 from pachhook.docker.cache import LABEL_DIGEST
-from pachhook.docker.context import write_context
+from pachhook.docker.context import write_context, write_context_dir
 from pachhook.docker.credentials import environment_credentials
 from pachhook.docker.digest import ImageState, checked_tag
 from pachhook.docker.registry import DOCKER_HUB, Registries, split_name
@@ -58,6 +65,8 @@ class ImageResult:
     error: str | None = None
     log_path: str | None = None
     manifest: str | None = None  # the manifest digest the registry serves, once verified
+    builder: str | None = None  # "buildkit" or "classic", for an image this run built
+    cache_from: tuple[str, ...] = ()  # the tags whose layers its build could reuse
 
     @property
     def ok(self) -> bool:
@@ -69,7 +78,10 @@ class BuildEvents(Protocol):
 
     def stage(self, reference: str, stage: str) -> None: ...
 
-    def step(self, reference: str, number: int, total: int, instruction: str) -> None: ...
+    def step(
+        self, reference: str, number: int, total: int, instruction: str, stage: str | None = None
+    ) -> None:
+        """A Dockerfile step began; BuildKit counts steps per `stage` (when there are several)."""
 
     def output(self, reference: str, line: str) -> None: ...
 
@@ -107,6 +119,20 @@ class _BuildLog:
     def line(self, text: str) -> None:
         self.write(("\n" if self._partial else "") + text + "\n")
 
+    def raw(self, text: str) -> None:
+        """A line for the file only (BuildKit's progress: its parser keeps the tail)."""
+        if self._file is not None:
+            try:
+                self._file.write(text + "\n")
+                self._file.flush()
+            except OSError:
+                self._file = None
+
+    def keep(self, lines: Sequence[str]) -> None:
+        """What a person reads of the end of the build, in place of the raw lines."""
+        self.tail.clear()
+        self.tail.extend(lines)
+
     def last_lines(self) -> list[str]:
         return [*self.tail, *([self._partial] if self._partial.strip() else [])][-TAIL_LINES:]
 
@@ -137,8 +163,10 @@ class Engine:
         logs_dir: Path,
         source_url: str,
         image_hosts: Sequence[str] = (),
+        cache_sources: Callable[[ImageState], Sequence[str]] | None = None,
     ) -> None:
         self.env = dict(env)
+        self.cache_sources = cache_sources
         self.registries = registries
         self.events = events
         self.logs_dir = logs_dir
@@ -148,6 +176,7 @@ class Engine:
         self._local = threading.local()
         self._api_version: str | None = None
         self._engine_error: PachhookError | None = None
+        self._network: str | None | bool = False  # False: not asked yet
 
     def build(self, state: ImageState, source: Source, *, push: bool) -> ImageResult:
         """Build `state` from `source`; with `push`, push it and verify it in the registry."""
@@ -155,11 +184,15 @@ class Engine:
         reference = f"{state.name}:{state.tag}" if state.tag else state.name
         log = _BuildLog(self._log_path(reference))
         status, error, manifest = "built", None, None
+        cached: list[str] = []  # the tags the build could reuse layers of
         try:
             tag = checked_tag(state)
             self.events.stage(reference, "sending context")
             client = self._client()
-            self._build(client, state, source, log)
+            if state.builder == buildkit.BUILDKIT:
+                self._build_buildkit(client, state, source, log, push, cached)
+            else:
+                self._build(client, state, source, log, cached)
             if push:
                 pushed = self._push(client, state, tag, log)
                 manifest = self._verify(state, tag, pushed, log)
@@ -171,7 +204,17 @@ class Engine:
             log.line(f"error: {error}")
         # A log is kept for a build that failed after the engine started on it.
         log_path = log.close(keep=status == "failed" and bool(tail))
-        result = ImageResult(state.name, reference, status, seconds, error, log_path, manifest)
+        result = ImageResult(
+            state.name,
+            reference,
+            status,
+            seconds,
+            error,
+            log_path,
+            manifest,
+            state.builder,
+            tuple(cached),
+        )
         self.events.finished(result, tail if status == "failed" else ())
         return result
 
@@ -183,6 +226,7 @@ class Engine:
         state: ImageState,
         source: Source,
         log: _BuildLog,
+        cached: list[str],
     ) -> None:
         import docker.errors
         import requests.exceptions
@@ -196,6 +240,8 @@ class Engine:
             LABEL_DIGEST: state.digest,
         }
         step: tuple[str, str] | None = None
+        cache_from = self._pull_cache(client, state, log)
+        cached.extend(cache_from)
         try:
             with tempfile.TemporaryFile(prefix="pachhook-context-") as out:
                 try:
@@ -222,6 +268,7 @@ class Engine:
                     buildargs=dict(cfg.build_args),
                     platform=cfg.platform,
                     labels=labels,
+                    cache_from=cache_from or None,
                     rm=True,
                     forcerm=True,
                     decode=True,
@@ -255,6 +302,161 @@ class Engine:
             raise PachhookError(build_failure(step, _api_error(exc))) from None
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
             raise self._engine_lost(exc) from None
+
+    def _build_buildkit(
+        self,
+        client: docker.DockerClient,
+        state: ImageState,
+        source: Source,
+        log: _BuildLog,
+        push: bool,
+        cached: list[str],
+    ) -> None:
+        """The Docker CLI builds from a folder; the image lands in the engine's store."""
+        reference = f"{state.name}:{state.tag}"
+        cfg = state.config
+        cli, rejected = buildkit.find_cli(self.env)
+        if cli is None:
+            tried = "; ".join(f"{r.path}: {r.reason}" for r in rejected) or "no docker found"
+            raise PachhookError(
+                f"{cfg.name} is built with BuildKit, but no Docker CLI here builds with it "
+                f"({one_line(tried, 160)}); install Debian's docker.io or Docker's buildx "
+                'plugin, name a CLI in PACHHOOK_DOCKER_CLI, or set builder = "classic"'
+            )
+        for secret in cfg.secrets:
+            if not self.env.get(secret.env):
+                raise PachhookError(
+                    f"build secret {secret.id!r}: the environment variable {secret.env} is not "
+                    "set; set it where pachhook runs (its value stays out of the image, the "
+                    "logs and every command line)"
+                )
+        cache_from = self._cache_from(state, log)
+        cached.extend(cache_from)
+        network = self._engine_network(client)
+        labels = {
+            LABEL_REVISION: source.revision,
+            LABEL_SOURCE: self.source_url,
+            LABEL_DIGEST: state.digest,
+        }
+        files = source.folder(cfg.context)
+        with tempfile.TemporaryDirectory(prefix="pachhook-context-") as tmp:
+            try:
+                context = write_context_dir(files, cfg, Path(tmp))
+            except OSError as exc:
+                raise PachhookError(_os_error("writing the build context", exc)) from None
+            finally:
+                files.close()
+            changed = files.changed_since_planned(state.inputs)
+            if changed:
+                raise PachhookError(
+                    f"{changed[0]} changed after this run was planned; nothing was "
+                    "built from it, so no tag carries the wrong content: run again"
+                )
+            log.line(
+                f"context: {context.files} files; builder: BuildKit through {cli.path}"
+                + (f"; network {network}" if network else "")
+            )
+            self.events.stage(reference, "building")
+            request = buildkit.BuildRequest(
+                dockerfile=str(context.dockerfile),
+                context_dir=str(context.context),
+                reference=reference,
+                target=cfg.target,
+                build_args=cfg.build_args,
+                labels=labels,
+                platform=cfg.platform,
+                network=network,
+                secrets=cfg.secrets,
+                cache_from=tuple(cache_from),
+                inline_cache=push,
+            )
+            progress = buildkit.PlainProgress(
+                on_step=lambda s: self.events.step(
+                    reference, s.number, s.total, s.instruction, stage=s.stage
+                ),
+                on_output=lambda line: self.events.output(reference, line),
+            )
+            try:
+                buildkit.build(
+                    cli,
+                    request,
+                    self.env,
+                    os.path.join(tmp, "iid"),
+                    progress=progress,
+                    on_line=log.raw,
+                )
+            except buildkit.BuildFailed as failed:
+                log.keep(progress.tail)
+                if failed.engine:
+                    raise self._engine_lost(Exception(failed.message), connecting=True) from None
+                step = (failed.step.label, failed.step.instruction) if failed.step else None
+                raise PachhookError(
+                    build_failure(step, failed.message, list(progress.tail))
+                ) from None
+
+    def _cache_from(self, state: ImageState, log: _BuildLog) -> list[str]:
+        """With cache_from = "registry": the image's tags whose layers this build may reuse."""
+        if state.config.cache_from != "registry" or self.cache_sources is None:
+            return []
+        reference = f"{state.name}:{state.tag}"
+        refs = [ref for ref in self.cache_sources(state) if ref != reference]
+        log.line(f"cache from: {', '.join(refs) if refs else 'none found'}")
+        return refs
+
+    def _pull_cache(
+        self, client: docker.DockerClient, state: ImageState, log: _BuildLog
+    ) -> list[str]:
+        """The classic builder reuses only the layers of images it has: pull them first. A
+        tag that cannot be pulled is only a cache missed."""
+        import docker.errors
+        import requests.exceptions
+
+        refs = self._cache_from(state, log)
+        if not refs:
+            return []
+        host, _ = split_name(state.name)
+        creds = self.registries.credentials(host)
+        auth = None if creds is None or creds.from_docker_config else creds.auth_config()
+        self.events.stage(f"{state.name}:{state.tag}", "pulling cache")
+        pulled = []
+        for ref in refs:
+            name, _, tag = ref.rpartition(":")
+            try:
+                failed = next(
+                    (
+                        _chunk_error(chunk)
+                        for chunk in client.api.pull(
+                            name, tag=tag, stream=True, decode=True, auth_config=auth
+                        )
+                        if "error" in chunk or "errorDetail" in chunk
+                    ),
+                    None,
+                )
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                failed = str(exc)
+            if failed:
+                log.line(
+                    f"cache: could not pull {ref} ({one_line(failed, 160)}); building without it"
+                )
+            else:
+                pulled.append(ref)
+        return pulled
+
+    def _engine_network(self, client: docker.DockerClient) -> str | None:
+        """An engine without the default bridge network (dockerd --bridge=none) runs the
+        classic builder's RUN steps all the same, but fails BuildKit's ("network bridge not
+        found"): those get `--network none`, which is what that engine can offer."""
+        import docker.errors
+        import requests.exceptions
+
+        with self._lock:
+            if self._network is False:
+                try:
+                    names = {n.get("Name") for n in client.api.networks(names=["bridge"])}
+                    self._network = None if "bridge" in names else "none"
+                except (docker.errors.DockerException, requests.exceptions.RequestException):
+                    self._network = None
+            return self._network if isinstance(self._network, str) else None
 
     def _push(
         self, client: docker.DockerClient, state: ImageState, tag: str, log: _BuildLog

@@ -11,6 +11,11 @@ must match exactly what Docker does: the file is read the way
 - a pattern that matches a directory excludes everything below it;
 - patterns apply in order and the last one that matches wins; `!` re-includes.
 
+Which file is in force depends on the builder (`ignore_file`): the classic builder
+reads `.dockerignore` at the context's root; BuildKit reads `<Dockerfile>.dockerignore`
+beside the Dockerfile instead when there is one (its patterns are still relative to
+the context's root), and `.dockerignore` only when there is not.
+
 Patterns are compiled once per ignore-file text (the same file serves every
 image of a context) and matched against each directory once, so filtering a
 large tree costs one cheap test per pattern and file.
@@ -20,12 +25,28 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from pachhook.config import ImageConfig
 from pachhook.errors import InputError, located
 
 IGNORE_FILE = ".dockerignore"
+
+
+def ignore_candidates(image: ImageConfig, builder: str) -> tuple[str, ...]:
+    """The repository paths that may hold `image`'s ignore file, the first present wins.
+    Under BuildKit the Dockerfile's own file may lie outside the context, beside it."""
+    root = IGNORE_FILE if image.context == "." else f"{image.context}/{IGNORE_FILE}"
+    if builder == "buildkit":
+        return (image.dockerfile_path + IGNORE_FILE, root)
+    return (root,)
+
+
+def ignore_file(image: ImageConfig, builder: str, exists: Callable[[str], bool]) -> str | None:
+    """The repository path of the ignore file in force for `image` under `builder`."""
+    return next((path for path in ignore_candidates(image, builder) if exists(path)), None)
 
 
 class BadPattern(ValueError):

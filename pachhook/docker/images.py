@@ -3,7 +3,7 @@ in the registry (cache.py), and build, push and verify the ones that are not (en
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pachhook.config import Config
@@ -22,10 +22,18 @@ class DockerImages:
 
     @classmethod
     def from_environment(
-        cls, repo: Repo, config: Config, env: Mapping[str, str], events: BuildEvents, logs_dir: Path
+        cls,
+        repo: Repo,
+        config: Config,
+        env: Mapping[str, str],
+        events: BuildEvents,
+        logs_dir: Path,
+        *,
+        cache_sources: Callable[[ImageState], Sequence[str]] | None = None,
     ) -> DockerImages:
         """The engine named by DOCKER_HOST (else Docker's default socket) and the registries
-        of the images. Nothing is contacted yet."""
+        of the images. Nothing is contacted yet. `cache_sources`: the tags whose layers an
+        image's build may reuse (cache_from = "registry")."""
         registries = Registries(env)
         engine = Engine(
             env,
@@ -34,6 +42,7 @@ class DockerImages:
             logs_dir=logs_dir,
             source_url=source_url(repo),
             image_hosts=[split_name(i.name)[0] for i in config.images],
+            cache_sources=cache_sources,
         )
         return cls(TagCache(registries, repo.state_dir, config.tag_policy), engine)
 

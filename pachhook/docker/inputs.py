@@ -1,36 +1,58 @@
 """Dockerfile -> the files that can change the built image (pure).
 
-The engine pachhook drives is Docker 20.10's classic builder, through docker-py.
-Every rule here follows what that engine does, checked against it, and the
+Two builders build images, and their rules differ: Docker 20.10's classic builder
+(through docker-py) and BuildKit (through the Docker CLI). Every rule here follows
+what the builder that builds the image does, checked against this engine, and the
 places where its behaviour forced a choice say so. The Dockerfile is split into
-instructions by `dockerparse` and its words expanded by `shellwords`; here the
-stages are walked as the builder dispatches them. In short:
+instructions by `parse` and its words expanded by `shell`; here the stages are
+walked as the builder dispatches them. In short, under both builders:
 
-- A heredoc source of COPY/ADD (BuildKit only) adds no file, so that a
-  Dockerfile written for BuildKit still gets its inputs.
+- A heredoc source of COPY/ADD adds no file (BuildKit reads it as inline text).
 - COPY/ADD words are expanded with Docker's shell lexer. ENV wins over ARG of
   the same name; an ARG is visible only in the stage that declares it, with its
   value from build_args, else its default, else the global ARG's value;
   `COPY --from` is not expanded.
-- Only `.dockerignore` at the context root applies: neither docker-py nor the
-  classic builder reads `<Dockerfile>.dockerignore` (a BuildKit feature; a build
-  with one present sends the files it names, checked on this engine).
-- `--chmod` fails ("requires BuildKit"), `--link`, `--parents`, `--exclude` and
-  `ADD --from` fail as unknown flags: all are errors here too.
-- With a target, the builder still builds every stage before it (so a missing
-  source there fails the build and is an error here), but only the stages the
-  target needs (its FROM chain and COPY --from, transitively) give inputs.
-- A literal source that does not exist fails; a wildcard that matches nothing
-  fails only when the whole instruction ends up with no source at all.
+- A literal source that does not exist fails.
 - Sources are looked up through symlinks, as the builder follows a symlink named
   as a source (but copies the symlinks inside a copied directory as they are).
   Unless the caller says which files are symlinks (`is_link`), a file is taken
   for one when its content is a short single line naming a path the builder sees
   (a wrong guess only adds inputs, never an error).
+
+The classic builder:
+
+- Only `.dockerignore` at the context root applies; `<Dockerfile>.dockerignore` is
+  an ordinary file to it (a build with one present sends the files it names).
+- `--chmod`, `RUN --mount` and the other BuildKit flags fail ("requires BuildKit"):
+  errors here too, with the way to build with BuildKit.
+- With a target, it still builds every stage before it (so a missing source there
+  fails the build and is an error here), but only the stages the target needs (its
+  FROM chain and COPY --from, transitively) give inputs.
+- A wildcard that matches nothing fails only when the whole instruction ends up
+  with no source at all.
+
+BuildKit:
+
+- `<Dockerfile>.dockerignore` beside the Dockerfile replaces `.dockerignore`, which
+  is then an ordinary file of the context (see ignore.py).
+- Files a `RUN --mount=type=bind` takes from the context are inputs (a directory:
+  every file under it; no source: the whole context). A bind or cache mount
+  `from=STAGE` makes that stage needed. Cache, secret, ssh and tmpfs mounts read
+  no file of the context. `from=` names a stage, never an index.
+- Only the stages the target needs are built: an error in any other stage (a
+  missing source) is no error, and their files are no inputs.
+- `--mount ... source=` is expanded like a COPY source (as newer frontends do; the
+  20.10 frontend fails on a variable there, so no build it makes differs).
+- A wildcard that matches nothing copies nothing, and is no error.
+- Flags newer Dockerfile frontends know (`--link`, `--parents`, `--exclude`,
+  `--checksum`, `RUN --network`) are let through: they take no other files (with
+  `--exclude`, some inputs may be inert). An engine whose frontend lacks one says so
+  when it builds.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,13 +60,13 @@ from dataclasses import dataclass, field
 
 from pachhook.config import ImageConfig
 from pachhook.docker.ignore import (
-    IGNORE_FILE,
     BadPattern,
     IgnoreMatcher,
     compile_ignore,
     filepath_match,
     go_clean,
     has_wildcards,
+    ignore_file,
 )
 from pachhook.docker.parse import (
     WHITESPACE,
@@ -73,7 +95,19 @@ BUILTIN_ARGS = frozenset(
         "no_proxy",
     ]
 )
-COPY_FLAGS = {"copy": frozenset({"from", "chown", "chmod"}), "add": frozenset({"chown", "chmod"})}
+CLASSIC, BUILDKIT = "classic", "buildkit"
+# The flags each builder knows: the classic builder fails on the rest; for BuildKit,
+# the flags of newer Dockerfile frontends too (see the module's notes).
+FLAGS = {
+    CLASSIC: {"copy": frozenset({"from", "chown"}), "add": frozenset({"chown"})},
+    BUILDKIT: {
+        "copy": frozenset({"from", "chown", "chmod", "link", "parents", "exclude"}),
+        "add": frozenset({"chown", "chmod", "link", "checksum", "keep-git-dir", "exclude"}),
+        "run": frozenset({"mount", "network", "security"}),
+    },
+}
+BOOLEAN_FLAGS = frozenset({"link", "parents", "keep-git-dir"})  # `--link` alone means true
+MOUNT_TYPES = frozenset({"bind", "cache", "tmpfs", "secret", "ssh"})
 MAX_LINK_HOPS = 40  # how many symlinks one source may pass through before it counts as missing
 MAX_LINK_SIZE = 4096  # a symlink's target is a path: longer content is not a symlink
 
@@ -132,10 +166,12 @@ class _Context:
         ignore: IgnoreMatcher,
         read: Callable[[str], bytes | None],
         is_link: Callable[[str], bool] | None = None,
+        ignore_path: str | None = None,
     ) -> None:
         self.paths = paths
         self.prefix = prefix
         self.ignore = ignore
+        self.ignore_path = ignore_path or "the ignore file"  # for messages
         self.read = read
         self.is_link = is_link
         self._links: dict[str, str | None] = {}
@@ -288,6 +324,7 @@ class _Stage:
     files: set[str] = field(default_factory=set)
     env: dict[str, str] = field(default_factory=dict)
     triggers: list[Instruction] = field(default_factory=list)
+    error: InputError | None = None  # BuildKit: the stage's error, if the target needs it
 
 
 @dataclass(frozen=True)
@@ -295,8 +332,9 @@ class Analysis:
     """What one image's Dockerfile reads from the source."""
 
     inputs: tuple[str, ...]  # repository-relative, sorted
-    ignore_file: str | None  # repository-relative, when the context has one
+    ignore_file: str | None  # repository-relative: the ignore file in force, if any
     stages: tuple[str, ...]  # names (or indexes) of the stages the target needs, in order
+    builder: str = CLASSIC  # whose rules these are
 
 
 def image_inputs(
@@ -305,17 +343,21 @@ def image_inputs(
     read: Callable[[str], bytes | None],
     *,
     is_link: Callable[[str], bool] | None = None,
+    builder: str | None = None,
 ) -> tuple[str, ...]:
     """Every file of `paths` (sorted, repository-relative) that can change `image`.
 
-    The Dockerfile, the context's `.dockerignore`, and every file that a COPY or
-    ADD of a stage the target needs takes from the context, minus what the ignore
-    file excludes. Raises InputError where the build would fail on the same input.
+    The Dockerfile, the ignore file in force, and every file that a COPY or ADD
+    (and, under BuildKit, a RUN --mount) of a stage the target needs takes from the
+    context, minus what the ignore file excludes. Raises InputError where the build
+    would fail on the same input.
 
     `is_link(path)`, when the caller knows file modes, says which files are
     symlinks; without it a source file is read to tell (see the module's notes).
+    `builder` is the builder that builds the image ("buildkit" or "classic"; by
+    default the configured one, and classic for "auto").
     """
-    return analyze(image, paths, read, is_link=is_link).inputs
+    return analyze(image, paths, read, is_link=is_link, builder=builder).inputs
 
 
 def analyze(
@@ -324,8 +366,10 @@ def analyze(
     read: Callable[[str], bytes | None],
     *,
     is_link: Callable[[str], bool] | None = None,
+    builder: str | None = None,
 ) -> Analysis:
     """`image_inputs` with what it found on the way (the ignore file, the needed stages)."""
+    builder = builder or (BUILDKIT if image.builder == BUILDKIT else CLASSIC)
     dockerfile = image.dockerfile_path
     data = read(dockerfile)
     if data is None:
@@ -334,17 +378,22 @@ def analyze(
             "add it or fix the image's context/dockerfile in the config"
         )
     prefix = "" if image.context == "." else image.context + "/"
-    ignore_path = prefix + IGNORE_FILE
-    i = bisect_left(paths, ignore_path)
-    ignore_data = read(ignore_path) if i < len(paths) and paths[i] == ignore_path else None
+
+    def exists(path: str) -> bool:
+        i = bisect_left(paths, path)
+        return i < len(paths) and paths[i] == path
+
+    ignore_path = ignore_file(image, builder, exists)
+    ignore_data = read(ignore_path) if ignore_path is not None else None
     ignore = compile_ignore(
-        "" if ignore_data is None else ignore_data.decode("utf-8", errors="replace"), ignore_path
+        "" if ignore_data is None else ignore_data.decode("utf-8", errors="replace"),
+        ignore_path or "",
     )
-    context = _Context(paths, prefix, ignore, read, is_link)
+    context = _Context(paths, prefix, ignore, read, is_link, ignore_path)
     parsed = parse(data.decode("utf-8", errors="replace"), dockerfile)
-    stages, needed = _Builder(image, parsed, context, dockerfile).run()
+    stages, needed = _Builder(image, parsed, context, dockerfile, builder).run()
     found: set[str] = {dockerfile}
-    if ignore_data is not None:
+    if ignore_path is not None and ignore_data is not None:
         found.add(ignore_path)
     for index in needed:
         found.update(prefix + rel for rel in stages[index].files)
@@ -352,6 +401,7 @@ def analyze(
         inputs=tuple(sorted(found)),
         ignore_file=ignore_path if ignore_data is not None else None,
         stages=tuple(stages[i].name or str(i) for i in sorted(needed)),
+        builder=builder,
     )
 
 
@@ -359,7 +409,7 @@ class _Builder:
     """Walks the stages as the classic builder dispatches them, collecting sources."""
 
     def __init__(
-        self, image: ImageConfig, parsed: Parsed, context: _Context, dockerfile: str
+        self, image: ImageConfig, parsed: Parsed, context: _Context, dockerfile: str, builder: str
     ) -> None:
         self.image = image
         self.escape = parsed.escape
@@ -367,9 +417,25 @@ class _Builder:
         self.context = context
         self.origin = dockerfile
         self.build_args = dict(image.build_args)
+        self.buildkit = builder == BUILDKIT
+        self.flags = FLAGS[builder]
 
     def fail(self, line: int, what: str, todo: str) -> InputError:
         return InputError(f"{located(self.origin, line)}: {what}; {todo}")
+
+    def needs_buildkit(self, what: str) -> InstructionError:
+        """`what` (an instruction and flag) is BuildKit's, and the classic builder builds."""
+        if self.image.builder == CLASSIC:
+            return InstructionError(
+                f"{what} needs BuildKit, and image {self.image.name} is set to the classic builder",
+                'set builder = "buildkit" (or "auto") for it in the configuration',
+            )
+        return InstructionError(
+            f'{what} needs BuildKit, but builder "auto" chose the classic builder for image '
+            f"{self.image.name} (no Docker CLI here builds with BuildKit, or DOCKER_BUILDKIT=0)",
+            "install Debian's docker.io or Docker's buildx plugin, or name a CLI that builds "
+            "with BuildKit in PACHHOOK_DOCKER_CLI",
+        )
 
     def run(self) -> tuple[list[_Stage], set[int]]:
         meta: dict[str, str | None] = {}
@@ -386,7 +452,10 @@ class _Builder:
                     )
                 self._arg(ins, _meta_lookup(self.build_args, meta), meta)
             else:
-                self._check_flags(ins)
+                try:
+                    self._check_flags(ins)
+                except InstructionError as exc:
+                    raise self.fail(ins.line, exc.what, exc.todo) from None
                 stages[-1].instructions.append(ins)
         if not stages:
             raise self.fail(1, "no FROM instruction", "start the build stage with FROM")
@@ -401,9 +470,16 @@ class _Builder:
                     f"(named stages: {listed}); fix the image's target in the config"
                 )
             target = names.index(wanted)
-        # The classic builder builds every stage up to the target, needed or not.
+        # The classic builder builds every stage up to the target, needed or not; BuildKit
+        # only the ones the target needs. Both are walked in order (for the variables they
+        # pass on), and under BuildKit only a needed stage's error counts.
         for stage in stages[: target + 1]:
-            self._stage(stage, stages, meta)
+            try:
+                self._stage(stage, stages, meta)
+            except InputError as exc:
+                if not self.buildkit:
+                    raise
+                stage.error = exc
         needed: set[int] = set()
         todo = [target]
         while todo:
@@ -412,6 +488,10 @@ class _Builder:
                 continue
             needed.add(index)
             todo.extend(stages[index].deps)
+        for index in sorted(needed):
+            error = stages[index].error
+            if error is not None:
+                raise error
         return stages, needed
 
     def _from(self, ins: Instruction, index: int, meta: Mapping[str, str | None]) -> _Stage:
@@ -435,18 +515,22 @@ class _Builder:
         return _Stage(index=index, name=name, base=words[0], line=ins.line)
 
     def _check_flags(self, ins: Instruction) -> None:
-        allowed = COPY_FLAGS.get(ins.cmd)
-        if allowed is None:
+        """Flags the builder fails on in whichever stage they are (it parses every stage)."""
+        if ins.cmd not in ("copy", "add", "run"):
             return
+        if ins.cmd == "run" and not self.buildkit:
+            return  # the classic builder fails on RUN flags where it runs them (_run)
+        allowed = self.flags.get(ins.cmd, frozenset())
         for flag in ins.flags:
             name = _flag_name(flag)
-            if name not in allowed:
-                raise self.fail(
-                    ins.line,
-                    f"{ins.cmd.upper()} {flag}: the classic builder (Docker 20.10 through "
-                    "docker-py) has no such flag",
-                    "remove it",
-                )
+            if name in allowed:
+                continue
+            if not self.buildkit and name in FLAGS[BUILDKIT][ins.cmd]:
+                if name == "chmod":
+                    continue  # the classic builder fails on it where it copies (_copy)
+                raise self.needs_buildkit(f"{ins.cmd.upper()} --{name}")
+            who = "BuildKit" if self.buildkit else "the classic builder"
+            raise InstructionError(f"{ins.cmd.upper()} {flag}: {who} has no such flag", "remove it")
 
     def _stage(self, stage: _Stage, stages: list[_Stage], meta: Mapping[str, str | None]) -> None:
         try:
@@ -478,12 +562,70 @@ class _Builder:
             self._env(ins, vars_)
         elif ins.cmd in ("copy", "add"):
             self._copy(ins, stage, stages, vars_)
+        elif ins.cmd == "run":
+            self._run(ins, stage, stages, vars_)
         elif ins.cmd == "onbuild":
             inner = split_command(ins.rest, ins.line, self.origin)
             if inner.cmd in ("onbuild", "from", "maintainer"):
                 raise InstructionError(f"ONBUILD {inner.cmd.upper()} is not allowed", "remove it")
             self._check_flags(inner)
             stage.triggers.append(inner)
+
+    def _run(self, ins: Instruction, stage: _Stage, stages: list[_Stage], vars_: _Vars) -> None:
+        if not self.buildkit:
+            if ins.flags:
+                # Docker 20.10's classic builder: "the --mount option requires BuildKit".
+                raise self.needs_buildkit(f"RUN --{_flag_name(ins.flags[0])}")
+            return
+        for flag in ins.flags:
+            name, value = _flag(flag)
+            if name != "mount":
+                continue  # --network and --security read no file
+            if not value:
+                raise InstructionError(
+                    "RUN --mount has no value", "write --mount=type=bind,source=PATH,target=PATH"
+                )
+            self._mount(_mount_options(value), stage, stages, vars_)
+
+    def _mount(
+        self, options: dict[str, str], stage: _Stage, stages: list[_Stage], vars_: _Vars
+    ) -> None:
+        kind = options.get("type", "bind").lower()
+        if kind not in MOUNT_TYPES:
+            raise InstructionError(
+                f"unsupported mount type {options['type']!r}",
+                f"use one of {', '.join(sorted(MOUNT_TYPES))}",
+            )
+        origin = options.get("from")
+        if origin and "$" in origin:
+            raise InstructionError(
+                f"RUN --mount from={origin} takes no variables",
+                "name a stage, or add a stage FROM that image AS a name and mount that",
+            )
+        if kind not in ("bind", "cache"):
+            return  # secret, ssh and tmpfs mounts read nothing of the context
+        if origin:
+            # An earlier stage's name, else an image (an index is an image's name here).
+            found = _stage_by_name(stages[: stage.index], origin)
+            if found is not None:
+                stage.deps.add(found.index)
+            return
+        if kind == "cache":
+            return  # an empty cache, or what earlier builds left in it
+        source = expand(options.get("source", ""), self.escape, vars_.lookup)
+        # BuildKit cleans the source from the context's root: nothing above it.
+        path = go_clean("/" + source).lstrip("/") or "."
+        if path == ".":
+            stage.files.update(self.context.files_under("."))
+            return
+        ok, files = self.context.source_files(path)
+        if not ok:
+            why = "is excluded by the ignore file" if self._ignored(path) else "does not exist"
+            raise InstructionError(
+                f"RUN --mount source {source!r} {why} in the build context {self.image.context!r}",
+                "add the file, fix the path, or check the ignore file",
+            )
+        stage.files.update(files)
 
     def _arg(self, ins: Instruction, lookup: Lookup, into: dict[str, str | None]) -> None:
         words = parse_words(ins.rest, self.escape)
@@ -536,14 +678,10 @@ class _Builder:
         cmd = ins.cmd.upper()
         flags = dict(_flag(f) for f in ins.flags)
         for name, value in flags.items():
-            if value is None:
+            if value is None and name not in BOOLEAN_FLAGS:
                 raise InstructionError(f"{cmd} --{name} has no value", f"write --{name}=VALUE")
-        if "chmod" in flags:
-            raise InstructionError(
-                f"{cmd} --chmod requires BuildKit, and the classic builder (Docker 20.10 "
-                "through docker-py) builds this image",
-                "remove --chmod and set the mode with RUN chmod",
-            )
+        if "chmod" in flags and not self.buildkit:
+            raise self.needs_buildkit(f"{cmd} --chmod")
         words = json_or_words(ins.rest)
         if len(words) < 2:
             raise InstructionError(
@@ -578,6 +716,8 @@ class _Builder:
             count += len(matched)
             for files in matched:
                 stage.files.update(files)
+        if self.buildkit:
+            return  # BuildKit copies what wildcards match, nothing included, into any dest
         if count == 0:
             raise InstructionError(
                 f"{cmd} has no source files: {' '.join(sources)} matches nothing in the build "
@@ -591,8 +731,8 @@ class _Builder:
             )
 
     def _copy_from(self, origin: str, stage: _Stage, stages: list[_Stage]) -> None:
-        # The classic builder takes --from literally (no variables): a stage name,
-        # then a stage index, else an image reference, which adds no file.
+        # Both builders take --from literally (no variables): a stage name, then a stage
+        # index, else an image reference, which adds no file.
         earlier = stages[: stage.index]
         found = _stage_by_name(earlier, origin)
         if found is None and _INDEX.match(origin):
@@ -620,10 +760,11 @@ class _Builder:
             )
         ok, files = context.source_files(cleaned)
         if not ok:
-            why = "is excluded by .dockerignore" if self._ignored(cleaned) else "does not exist"
+            ignored = self._ignored(cleaned)
+            why = f"is excluded by {context.ignore_path}" if ignored else "does not exist"
             raise InstructionError(
                 f"{cmd} source {source!r} {why} in the build context {self.image.context!r}",
-                "add the file, fix the path, or check .dockerignore",
+                f"add the file, fix the path, or check {context.ignore_path}",
             )
         return [files]
 
@@ -666,6 +807,30 @@ def _stage_by_name(stages: Sequence[_Stage], name: str) -> _Stage | None:
         if stage.name == wanted:
             return stage
     return None
+
+
+def _mount_options(value: str) -> dict[str, str]:
+    """One `--mount` value, a CSV record as BuildKit reads it (Go's encoding/csv): keys
+    lower-cased, aliases folded; bare words (`ro`, `rw`, `required`) carry no value."""
+    try:
+        fields = next(csv.reader([value]), [])
+    except csv.Error as exc:
+        raise InstructionError(
+            f"RUN --mount={value}: not a comma-separated list ({exc})", "fix its quoting"
+        ) from None
+    aliases = {"src": "source", "dst": "target", "destination": "target"}
+    options: dict[str, str] = {}
+    for item in fields:
+        key, eq, val = item.partition("=")
+        key = key.strip().lower()
+        if not eq:
+            if key in ("ro", "readonly", "rw", "readwrite", "required"):
+                continue
+            raise InstructionError(
+                f"RUN --mount={value}: {item!r} must be a key=value pair", "write key=value"
+            )
+        options[aliases.get(key, key)] = val
+    return options
 
 
 def _flag_name(flag: str) -> str:

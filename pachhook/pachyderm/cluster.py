@@ -96,6 +96,18 @@ class PachydermCluster:
             digests[key] = info.details.metadata.annotations.get(ANNOTATION_DIGEST)
         return digests
 
+    def pipeline_images(self) -> Mapping[tuple[str, str], str]:
+        """The image (transform.image) each pipeline runs now, from one ListPipeline."""
+        try:
+            infos = list(self._client.list_pipeline(details=True))
+        except client_errors() as exc:
+            raise self._failure(exc, "listing pipelines") from None
+        return {
+            (info.pipeline.project.name or DEFAULT_PROJECT, info.pipeline.name): image
+            for info in infos
+            if (image := info.details.transform.image)
+        }
+
     def missing_repos(self, repos: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """One ListRepo for all of them."""
         if not repos:

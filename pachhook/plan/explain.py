@@ -25,13 +25,15 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
     for state in workspace.images:
         image = state.config
         if path in state.inputs:
-            ignore_file = (
-                ".dockerignore" if image.context == "." else f"{image.context}/.dockerignore"
-            )
-            role = {
-                image.dockerfile_path: "its Dockerfile",
-                ignore_file: "its ignore file",
-            }.get(path, "copied into the image by its Dockerfile")
+            roles = {image.dockerfile_path: "its Dockerfile"}
+            if state.ignore_file is not None:
+                beside = state.ignore_file == image.dockerfile_path + ".dockerignore"
+                roles[state.ignore_file] = (
+                    "its ignore file (BuildKit's, beside the Dockerfile)"
+                    if beside
+                    else "its ignore file"
+                )
+            role = roles.get(path, "read by its Dockerfile (COPY, ADD or RUN --mount)")
             out.append(f"image {image.name}: {role}; a change rebuilds it")
             users = [p for p in workspace.pipelines if p.image_repository == state.repository]
             for pipeline in users:

@@ -55,6 +55,7 @@ class ImagePlan(NamedTuple):
             "context": config.context if config else None,
             "dockerfile": config.dockerfile_path if config else None,
             "target": config.target if config else None,
+            "builder": self.state.builder if self.state else None,
             "tag": self.tag,
             "action": self.action,
             "reasons": [r.to_json() for r in self.reasons],

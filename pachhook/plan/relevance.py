@@ -1,9 +1,10 @@
 """The cheap first look: could any changed path matter?
 
-A changed path matters when it lies in an image's context, is an image's Dockerfile, may
-hold pipeline specs, is a Jsonnet template or a file a template's evaluation read, or is
-a configuration file. Everything else is left unread: a hook on a commit that touches
-none of these stops here.
+A changed path matters when it lies in an image's context, is an image's Dockerfile or
+the ignore file beside it (BuildKit's `<Dockerfile>.dockerignore`, which may lie outside
+the context), may hold pipeline specs, is a Jsonnet template or a file a template's
+evaluation read, or is a configuration file. Everything else is left unread: a hook on a
+commit that touches none of these stops here.
 
 What a template reads is known only from evaluating it: the traces its evaluations left
 in the template cache (templates_unchanged) tell, without evaluating, loading Jsonnet or
@@ -31,6 +32,7 @@ from pachhook.repo.source import blob_id
 
 CACHE = "relevance.json"  # under the state dir
 CACHE_KEPT = 8  # configurations remembered (branches switched back and forth)
+IGNORE_SUFFIX = ".dockerignore"  # BuildKit reads <Dockerfile>.dockerignore beside the Dockerfile
 ENV_INPUTS = ("PACHYDERM_PIPELINE_FILES", "DOCKER_IMAGE_TAG")  # environment that shapes a config
 
 
@@ -71,6 +73,7 @@ class Relevance(NamedTuple):
             if path in configs
             or path in dockerfiles
             or path in templates
+            or path.removesuffix(IGNORE_SUFFIX) in dockerfiles
             or any(path.startswith(c) for c in self.contexts)
             or spec_candidate(path, self.include, self.exclude)
         ]

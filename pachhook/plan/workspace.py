@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pachhook import globs
 from pachhook.config import Config, ImageConfig, load
+from pachhook.docker import buildkit
 from pachhook.docker import inputs as dockerfile
 from pachhook.docker.digest import ImageState, digest_tag, input_digest
 from pachhook.errors import InputError
@@ -57,20 +59,38 @@ def _from(paths: list[str], prefix: str) -> Iterable[str]:
 
 
 def image_state(
-    image: ImageConfig, config: Config, source: Source, index: int, missing: frozenset[str]
+    image: ImageConfig,
+    config: Config,
+    source: Source,
+    index: int,
+    missing: frozenset[str],
+    env: Mapping[str, str] | None = None,
 ) -> ImageState:
     _check_image(image, index, config, source)
-    inputs = dockerfile.image_inputs(image, source.paths, source.read, is_link=source.is_link)
+    builder = buildkit.resolve(image, os.environ if env is None else env)
+    if image.secrets and builder != buildkit.BUILDKIT:
+        raise InputError(
+            f"{config.path or 'DOCKER_IMAGE_TAG'}: image[{index}].secrets: build secrets need "
+            f"BuildKit, and image {image.name} is built with the classic builder; set "
+            'builder = "buildkit" (or "auto" with a Docker CLI that builds with BuildKit)'
+        )
+    analysis = dockerfile.analyze(
+        image, source.paths, source.read, is_link=source.is_link, builder=builder
+    )
+    inputs = analysis.inputs
     removed: tuple[str, ...] = ()
     context_missing = sorted(p for p in missing if _inside(p, image.context))
     if context_missing:
         # A deleted file changes the image when the Dockerfile would have copied it.
         universe = sorted(set(source.paths) | set(context_missing))
-        with_missing = dockerfile.image_inputs(image, universe, source.read, is_link=source.is_link)
+        with_missing = dockerfile.image_inputs(
+            image, universe, source.read, is_link=source.is_link, builder=builder
+        )
         removed = tuple(p for p in with_missing if p in missing)
     text = source.text(image.dockerfile_path) or ""
-    digest = input_digest(image, inputs, source.entry, text)
-    return ImageState(image, inputs, removed, digest, _tag(image, config, source, digest))
+    digest = input_digest(image, inputs, source.entry, text, builder)
+    tag = _tag(image, config, source, digest)
+    return ImageState(image, inputs, removed, digest, tag, builder, analysis.ignore_file)
 
 
 def _tag(image: ImageConfig, config: Config, source: Source, digest: str) -> str:
@@ -146,7 +166,7 @@ def load_workspace(
     """Everything pachhook knows of a source. `missing`: changed paths the source lacks."""
     config = config or config_of(source, env)
     images = tuple(
-        image_state(img, config, source, i, missing) for i, img in enumerate(config.images)
+        image_state(img, config, source, i, missing, env) for i, img in enumerate(config.images)
     )
     pipelines = pipelines_at(source, config)
     instances = template_instances(source, config)

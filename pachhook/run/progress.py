@@ -91,12 +91,17 @@ class BuildProgress:
             if stage != "building":  # plain lines show the steps themselves
                 self._plain(reference, stage)
 
-    def step(self, reference: str, number: int, total: int, instruction: str) -> None:
+    def step(
+        self, reference: str, number: int, total: int, instruction: str, stage: str | None = None
+    ) -> None:
+        """A step began: `number` of `total` (of its build `stage`, with BuildKit, whose
+        stages run side by side)."""
         with self._lock:
             row = self._row(reference)
             text = _short(instruction)
-            self._update(row, stage="building", step=f"{number}/{total}", last=text)
-            self._plain(reference, f"step {number}/{total} {text}")
+            label = f"{stage} {number}/{total}" if stage else f"{number}/{total}"
+            self._update(row, stage="building", step=label, last=text)
+            self._plain(reference, f"step {label} {text}")
 
     def output(self, reference: str, line: str) -> None:
         """One line of the build's own output: shown live, kept out of plain logs."""

@@ -6,16 +6,20 @@ import contextlib
 import json
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pachhook.plan.load import plan_selection
 from pachhook.plan.planner import Planned
 from pachhook.repo.git import Repo
 from pachhook.repo.selection import Selection
 from pachhook.run import ledger
-from pachhook.run.executor import Cluster, Images, RunOptions, RunRecord, execute
+from pachhook.run.executor import Images, RunOptions, RunRecord, execute
 from pachhook.run.lock import run_lock
 from pachhook.run.progress import BuildProgress
 from pachhook.run.report import outcome_line, plan_lines, record_lines
+
+if TYPE_CHECKING:
+    from pachhook.pachyderm.cluster import PachydermCluster
 
 
 def _out(line: str) -> None:
@@ -62,18 +66,32 @@ def run_planned(
     )
 
     def images() -> Images:
+        from pachhook.docker.buildkit import describe
         from pachhook.docker.images import DockerImages
+        from pachhook.run.previous import PreviousImages
 
         assert config is not None
+        for line in describe([i.state for i in planned.plan.builds if i.state], env):
+            progress.message(line)
         return DockerImages.from_environment(
-            repo, config, env, progress, ledger.logs_dir(repo.state_dir)
+            repo,
+            config,
+            env,
+            progress,
+            ledger.logs_dir(repo.state_dir),
+            cache_sources=PreviousImages(repo.state_dir, cluster, say=progress.message),
         )
 
-    def cluster() -> Cluster:
+    connected: list[PachydermCluster] = []
+
+    def cluster() -> PachydermCluster:
+        """One connection for the run: the build cache may read the cluster before deploy."""
         from pachhook.pachyderm.cluster import PachydermCluster
 
         assert config is not None
-        return PachydermCluster.connect(config, env)
+        if not connected:
+            connected.append(PachydermCluster.connect(config, env))
+        return connected[0]
 
     if not as_json:
         for line in plan_lines(planned.plan):
