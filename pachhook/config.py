@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from pachhook.errors import InputError, located
+from pachhook.errors import InputError, Problems, located
 
 CONFIG_FILES = ("pachhook.toml", "pyproject.toml")  # read in this order: the first found wins
 TAG_POLICIES = ("digest", "git-sha")
 BUILD_FAILURE_POLICIES = ("block", "warn")
 COMMIT_HOOK_MODES = ("plan", "build", "off")
+ADD_URL_POLICIES = ("fixed", "check")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")  # Docker's tag grammar, kept short
 
 
 class ImageConfig(NamedTuple):
@@ -23,6 +25,11 @@ class ImageConfig(NamedTuple):
     target: str | None = None
     build_args: Mapping[str, str] = MappingProxyType({})
     platform: str | None = None
+    # The tag the specs name when several Dockerfiles build one repository
+    # (`pachyderm/iris-train:python-svm`): pipelines naming that tag run this image,
+    # and its tags start with it.
+    variant: str | None = None
+    add_urls: str = "fixed"  # what an ADD <url> means to the tag: see ADD_URL_POLICIES
 
     @property
     def dockerfile_path(self) -> str:
@@ -32,6 +39,16 @@ class ImageConfig(NamedTuple):
     @property
     def repository(self) -> str:
         return normalize_repository(self.name)
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """What tells two images apart: the repository, and the variant when there is one."""
+        return (self.repository, self.variant)
+
+    @property
+    def label(self) -> str:
+        """The image as people name it: `name`, or `name:variant`."""
+        return f"{self.name}:{self.variant}" if self.variant else self.name
 
 
 class PachydermConfig(NamedTuple):
@@ -82,6 +99,23 @@ def split_reference(ref: str) -> tuple[str, str | None, str | None]:
     if colon > slash:
         name, tag = name[:colon], name[colon + 1 :]
     return name, tag, digest or None
+
+
+def matching_image(reference: str, images: Sequence[ImageConfig]) -> int | None:
+    """The index of the image a pipeline's `transform.image` runs: same repository, and
+    the variant its tag names when one of them has it; else the repository's image without
+    a variant. None when pachhook builds no such image."""
+    repository = normalize_repository(reference)
+    tag = split_reference(reference.strip())[1]
+    plain = None
+    for index, image in enumerate(images):
+        if image.repository != repository:
+            continue
+        if image.variant is None:
+            plain = index if plain is None else plain
+        elif tag == image.variant:
+            return index
+    return plain
 
 
 def normalize_repository(ref: str) -> str:
@@ -150,6 +184,11 @@ IMAGE: dict[str, tuple[Check, str]] = {
     "target": (_is_str, "the name of a build stage"),
     "build_args": (_is_str_map, 'a table of strings, such as { PY = "3.11" }'),
     "platform": (_is_str, 'a string such as "linux/amd64"'),
+    "variant": (
+        lambda v: isinstance(v, str) and _TAG.match(v) is not None,
+        'the tag the specs name, such as "python-svm"',
+    ),
+    "add_urls": (_one_of(*ADD_URL_POLICIES), 'one of "fixed", "check"'),
 }
 PIPELINES: dict[str, tuple[Check, str]] = {
     "include": (_is_str_list, 'a list of glob patterns, such as ["pipelines/**/*.json"]'),
@@ -171,6 +210,7 @@ class _Reader:
         self.path = path
         self.lines = text.splitlines()
         self.prefix = prefix  # "" or "tool.pachhook."
+        self.problems = Problems()  # every error of the file is reported at once
 
     def line_of(self, key: str) -> int | None:
         leaf = key.rsplit(".", 1)[-1].split("[")[0]
@@ -195,10 +235,11 @@ class _Reader:
                 hint = (
                     f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(schema)}"
                 )
-                raise self.fail(full, f"unknown key; {hint}")
+                self.problems.add(self.fail(full, f"unknown key; {hint}"))
+                continue
             check, expected = schema[key]
             if not check(value):
-                raise self.fail(full, f"got {value!r}; expected {expected}")
+                self.problems.add(self.fail(full, f"got {value!r}; expected {expected}"))
         return data
 
 
@@ -239,12 +280,17 @@ def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -
     images = []
     for index, raw in enumerate(raw_images):
         where = f"image[{index}]"
-        reader.table(raw, IMAGE, where)
-        if "name" not in raw:
-            raise reader.fail(where, 'has no name; add name = "registry/repository"')
-        images.append(_image(raw, reader, where))
-    images.extend(_env_images(env) if not images else ())
-    _check_unique(images, reader)
+        with reader.problems.gather():
+            before = len(reader.problems.messages)
+            reader.table(raw, IMAGE, where)
+            if "name" not in raw:
+                raise reader.fail(where, 'has no name; add name = "registry/repository"')
+            if len(reader.problems.messages) == before:
+                images.append(_image(raw, reader, where))
+    images.extend(_env_images(env) if not raw_images else ())
+    with reader.problems.gather():
+        _check_unique(images, reader)
+    reader.problems.check()
 
     pach = sections["pachyderm"]
     pipes = sections["pipelines"]
@@ -294,6 +340,8 @@ def _image(raw: dict[str, Any], reader: _Reader, where: str) -> ImageConfig:
         target=raw.get("target"),
         build_args={k: str(v) for k, v in raw.get("build_args", {}).items()},
         platform=raw.get("platform"),
+        variant=raw.get("variant"),
+        add_urls=raw.get("add_urls", "fixed"),
     )
     if image.dockerfile_path.startswith("../") or image.dockerfile_path == "..":
         raise reader.fail(f"{where}.dockerfile", f"{image.dockerfile!r} is outside the repository")
@@ -309,14 +357,17 @@ def _env_images(env: Mapping[str, str]) -> list[ImageConfig]:
 
 
 def _check_unique(images: list[ImageConfig], reader: _Reader) -> None:
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str | None], int] = {}
     for index, image in enumerate(images):
-        if image.repository in seen:
-            raise reader.fail(
-                f"image[{index}].name",
-                f"{image.name!r} is also image[{seen[image.repository]}]; each image needs its own name",
+        if image.key in seen:
+            reader.problems.add(
+                reader.fail(
+                    f"image[{index}].name",
+                    f"{image.label!r} is also image[{seen[image.key]}]; each image needs its own "
+                    "name (or, for one repository built from several Dockerfiles, its own variant)",
+                )
             )
-        seen[image.repository] = index
+        seen.setdefault(image.key, index)
 
 
 def env_config(env: Mapping[str, str]) -> Config:

@@ -23,6 +23,10 @@ class ImageState:
     removed_inputs: tuple[str, ...]  # changed paths absent from the source that were inputs
     digest: str
     tag: str
+    # Inputs git does not see (git-ignored build outputs a Dockerfile names), read from the
+    # working tree; and ADD <url> sources, which no file holds.
+    outside_git: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -31,6 +35,10 @@ class ImageState:
     @property
     def repository(self) -> str:
         return self.config.repository
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return self.config.key
 
 
 def input_digest(
@@ -49,13 +57,16 @@ def input_digest(
         "platform": image.platform,
         "dockerfile": image.dockerfile_path,
         "context": image.context,
+        **({"variant": image.variant} if image.variant else {}),
     }
     h.update(b"\0settings\0" + json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
 
 
-def digest_tag(digest: str) -> str:
-    return TAG_PREFIX + digest[:12]
+def digest_tag(digest: str, variant: str | None = None) -> str:
+    """`ph-` and 12 hex digits; an image variant's tags start with the variant."""
+    tag = TAG_PREFIX + digest[:12]
+    return f"{variant}-{tag}" if variant else tag
 
 
 FLOATING_TAGS = frozenset({"latest"})

@@ -288,6 +288,7 @@ class _Stage:
     files: set[str] = field(default_factory=set)
     env: dict[str, str] = field(default_factory=dict)
     triggers: list[Instruction] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)  # ADD <url>: fetched at build time
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,7 @@ class Analysis:
     inputs: tuple[str, ...]  # repository-relative, sorted
     ignore_file: str | None  # repository-relative, when the context has one
     stages: tuple[str, ...]  # names (or indexes) of the stages the target needs, in order
+    urls: tuple[str, ...] = ()  # ADD <url> sources of those stages: inputs no file holds
 
 
 def image_inputs(
@@ -352,6 +354,7 @@ def analyze(
         inputs=tuple(sorted(found)),
         ignore_file=ignore_path if ignore_data is not None else None,
         stages=tuple(stages[i].name or str(i) for i in sorted(needed)),
+        urls=tuple(dict.fromkeys(u for i in sorted(needed) for u in stages[i].urls)),
     )
 
 
@@ -573,6 +576,7 @@ class _Builder:
                         f"source {source!r} can't be a URL for COPY", "use ADD for URLs"
                     )
                 count += 1  # ADD downloads it: no file of the source
+                stage.urls.append(source)
                 continue
             matched = self._context_source(source, cmd)
             count += len(matched)

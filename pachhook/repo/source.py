@@ -87,8 +87,9 @@ class Source(ABC):
         """What an image built from this source records as its revision."""
 
     @abstractmethod
-    def folder(self, folder: str) -> FolderFiles:
-        """The files under `folder`, for one build to read (closed by the reader)."""
+    def folder(self, folder: str, extra: Sequence[str] = ()) -> FolderFiles:
+        """The files under `folder`, for one build to read (closed by the reader);
+        `extra`: files git ignores that the build reads too (the working tree's)."""
 
     def last_commit_touching(self, paths: Sequence[str]) -> str | None:
         """The last commit that changed any of `paths`; None where there are no commits
@@ -144,7 +145,7 @@ class CommitSource(Source):
     def entry(self, path: str) -> Entry:
         return self._entries[path]
 
-    def folder(self, folder: str) -> FolderFiles:
+    def folder(self, folder: str, extra: Sequence[str] = ()) -> FolderFiles:
         return CommitFiles(self.repo.root, self.commit, folder)
 
     def last_commit_touching(self, paths: Sequence[str]) -> str | None:
@@ -237,8 +238,17 @@ class WorkingTreeSource(Source):
         self._hashed[path] = entry
         return entry
 
-    def folder(self, folder: str) -> FolderFiles:
-        return WorkingTreeFiles(self, folder)
+    def folder(self, folder: str, extra: Sequence[str] = ()) -> FolderFiles:
+        return WorkingTreeFiles(self, folder, extra)
+
+    def ignored(self, folder: str) -> list[str]:
+        """The files under `folder` that git ignores (build outputs, caches), sorted."""
+        listed = git.zsplit(
+            self.repo.git(
+                "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", folder
+            )
+        )
+        return sorted(p for p in listed if not p.endswith("/"))
 
 
 # -- a folder's files, for a build -----------------------------------------------------------
@@ -333,16 +343,22 @@ class WorkingTreeFiles(FolderFiles):
     """The working tree: the files git lists (tracked and untracked, not git-ignored),
     which are also the files the input digest was computed from."""
 
-    def __init__(self, source: Source, folder: str) -> None:
+    def __init__(self, source: Source, folder: str, extra: Sequence[str] = ()) -> None:
         self.folder = folder
         self.source = source
+        self.extra = extra
         self.root = source.repo.root
         self.mtime = time.time()
         # Blob ids of what was actually packed: the files may change while they are read.
         self._packed: dict[str, _HashingReader] = {}
 
     def files(self) -> Iterator[str]:
-        return (p for p in self.source.paths if inside(p, self.folder) is not None)
+        listed = (p for p in self.source.paths if inside(p, self.folder) is not None)
+        if not self.extra:
+            return listed
+        return iter(
+            sorted({*listed, *(p for p in self.extra if inside(p, self.folder) is not None)})
+        )
 
     def open(self, path: str) -> tuple[int, int, IO[bytes]]:
         full = self.root / path
