@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_selection, env, out, print_json, repo, selection
+from pachhook.commands import add_selection, config_note, env, out, print_json, repo, selection
 
 
 def register(subparsers: Any) -> None:
@@ -24,7 +24,9 @@ def run(args: argparse.Namespace) -> int:
     from pachhook.plan.load import plan_selection
     from pachhook.run.report import plan_lines
 
-    planned = plan_selection(repo(), selection(args), env())
+    found = repo()
+    config_note(found, args.working_tree)
+    planned = plan_selection(found, selection(args), env())
     if args.json:
         print_json(planned.plan.to_json())
     else:

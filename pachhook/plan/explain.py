@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pachhook.config import files_read
+from pachhook.config import files_read, matching_image
 from pachhook.pachyderm.specs import is_spec_candidate
-from pachhook.plan.workspace import Workspace
+from pachhook.plan.workspace import Workspace, duplicate_line
 
 
 def explain_paths(workspace: Workspace, paths: Iterable[str]) -> list[str]:
@@ -32,8 +32,23 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
                 image.dockerfile_path: "its Dockerfile",
                 ignore_file: "its ignore file",
             }.get(path, "copied into the image by its Dockerfile")
-            out.append(f"image {image.name}: {role}; a change rebuilds it")
-            users = [p for p in workspace.pipelines if p.image_repository == state.repository]
+            out.append(f"image {image.label}: {role}; a change rebuilds it")
+            if path == image.dockerfile_path:
+                following = (
+                    "the tag follows what its server says of it"
+                    if image.add_urls == "check"
+                    else 'the tag does not follow it (add_urls = "check" makes it)'
+                )
+                out.extend(
+                    f"  ADD {url}: an input no file holds, downloaded at build time; {following}"
+                    for url in state.urls
+                )
+            configs = [s.config for s in workspace.images]
+            users = [
+                p
+                for p in workspace.pipelines
+                if p.image and matching_image(p.image, configs) == workspace.images.index(state)
+            ]
             for pipeline in users:
                 out.append(
                     f"  pipeline {pipeline.project}/{pipeline.name} ({pipeline.where}) runs that image"
@@ -43,7 +58,15 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
                 f"image {image.name}: inside its context, but not an input "
                 "(no COPY/ADD takes it, or the ignore file leaves it out)"
             )
+    for broken in workspace.broken:
+        if path == broken.config.dockerfile_path or _inside(path, broken.config.context):
+            out.append(
+                f"image {broken.config.label}: cannot be built from this source: {broken.error}"
+            )
     specs = [p for p in workspace.pipelines if p.spec_file == path]
+    for group in workspace.duplicates:
+        if any(p.spec_file == path for p in group):
+            out.append(duplicate_line(group))
     for pipeline in specs:
         out.append(
             f"spec of pipeline {pipeline.project}/{pipeline.name} ({pipeline.where}): a change updates it"
@@ -51,3 +74,7 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
     if not specs and is_spec_candidate(path, config) and config.pipelines.include is not None:
         out.append("matches [pipelines] include but defines no pipeline")
     return out or ["affects nothing: not an input of any image, not a spec, not the configuration"]
+
+
+def _inside(path: str, folder: str) -> bool:
+    return folder == "." or path.startswith(folder + "/")
