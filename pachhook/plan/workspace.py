@@ -103,7 +103,8 @@ def _analyzed(
         with_missing = dockerfile.image_inputs(image, universe, source.read, is_link=source.is_link)
         removed = tuple(p for p in with_missing if p in missing)
     text = source.text(image.dockerfile_path) or ""
-    digest = input_digest(image, inputs, source.entry, text)
+    source.checkout_rules(inputs)  # one batch for every input of the image
+    digest = input_digest(image, inputs, source.content_entry, text)
     if analysis.urls and image.add_urls == "check":
         from pachhook.docker.urls import url_versions
 
