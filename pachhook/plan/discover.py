@@ -349,14 +349,18 @@ def discover_config(repo: Repo, env: Mapping[str, str]) -> tuple[str, list[str]]
     for group in duplicates:
         ranked = sorted(
             group,
-            key=lambda p: (p.image is None or matching_image(p.image, built) is None, p.spec_file),
+            key=lambda p: (
+                p.image is None or matching_image(p.image, built) is None,
+                posixpath.basename(p.spec_file).split(".")[0] != p.name,  # edges.json: edges
+                p.spec_file,
+            ),
         )
         keep, rest = ranked[0], ranked[1:]
         chosen_out.extend(p.spec_file for p in rest if p.spec_file != keep.spec_file)
         duplicate_comments.append(
             f"# pipeline {keep.project}/{keep.name} is defined in "
             + ", ".join(p.where for p in ranked)
-            + f": {keep.spec_file} is used; exclude it instead to use another"
+            + f": {keep.spec_file} is used (to use another, exclude {keep.spec_file} in its place)"
         )
 
     lines = [
