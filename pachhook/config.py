@@ -102,20 +102,29 @@ def split_reference(ref: str) -> tuple[str, str | None, str | None]:
 
 
 def matching_image(reference: str, images: Sequence[ImageConfig]) -> int | None:
-    """The index of the image a pipeline's `transform.image` runs: same repository, and
-    the variant its tag names when one of them has it; else the repository's image without
-    a variant. None when pachhook builds no such image."""
-    repository = normalize_repository(reference)
-    tag = split_reference(reference.strip())[1]
-    plain = None
-    for index, image in enumerate(images):
-        if image.repository != repository:
-            continue
-        if image.variant is None:
-            plain = index if plain is None else plain
-        elif tag == image.variant:
-            return index
-    return plain
+    """The index of the image a pipeline's `transform.image` runs (see ImageIndex)."""
+    return ImageIndex(images).match(reference)
+
+
+class ImageIndex:
+    """Which image a pipeline's `transform.image` runs: same repository, and the variant
+    its tag names when one of them has it; else the repository's image without a
+    variant. None when pachhook builds no such image."""
+
+    def __init__(self, images: Sequence[ImageConfig]) -> None:
+        self._by_repository: dict[str, dict[str | None, int]] = {}
+        for index, image in enumerate(images):
+            variants = self._by_repository.setdefault(image.repository, {})
+            variants.setdefault(image.variant, index)
+
+    def match(self, reference: str) -> int | None:
+        variants = self._by_repository.get(normalize_repository(reference))
+        if not variants:
+            return None
+        tag = split_reference(reference.strip())[1]
+        if tag is not None and tag in variants:
+            return variants[tag]
+        return variants.get(None)
 
 
 def normalize_repository(ref: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pachhook.config import files_read, matching_image
+from pachhook.config import ImageIndex, files_read
 from pachhook.pachyderm.specs import is_spec_candidate
 from pachhook.plan.workspace import Workspace, duplicate_line
 
@@ -43,11 +43,11 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
                     f"  ADD {url}: an input no file holds, downloaded at build time; {following}"
                     for url in state.urls
                 )
-            configs = [s.config for s in workspace.images]
+            index = ImageIndex([s.config for s in workspace.images])
             users = [
                 p
                 for p in workspace.pipelines
-                if p.image and matching_image(p.image, configs) == workspace.images.index(state)
+                if p.image and index.match(p.image) == workspace.images.index(state)
             ]
             for pipeline in users:
                 out.append(

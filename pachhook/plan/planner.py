@@ -9,7 +9,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pachhook.config import files_read, matching_image
+from pachhook.config import ImageIndex, files_read
 from pachhook.errors import InputError
 from pachhook.pachyderm.specs import Pipeline, rewritten, spec_digest
 
@@ -214,13 +214,14 @@ def make_plan(
             ImagePlan(None, unbuildable.config.label, action, (Reason(None, said),), None)
         )
 
-    configs = [s.config for s in workspace.images]
+    index = ImageIndex([s.config for s in workspace.images])
     broken_configs = [b.config for b in workspace.broken]
+    broken_index = ImageIndex(broken_configs)
     base = base_pipelines or {}
     pipeline_plans = []
     held_outputs: set[tuple[str, str]] = set()
     for pipeline in dag_order(workspace.pipelines):
-        found = matching_image(pipeline.image, configs) if pipeline.image else None
+        found = index.match(pipeline.image) if pipeline.image else None
         built = workspace.images[found] if found is not None else None
         image_ref = f"{built.name}:{built.tag}" if built else pipeline.image
         why: list[Reason] = []
@@ -238,11 +239,7 @@ def make_plan(
             for hit in hits_by_image[built.key]:
                 if hit.path is not None:
                     why.append(Reason(hit.path, f"image {built.config.label} changed"))
-        bad = (
-            matching_image(pipeline.image, broken_configs)
-            if built is None and pipeline.image
-            else None
-        )
+        bad = broken_index.match(pipeline.image) if built is None and pipeline.image else None
         blocker = _blocker(pipeline, bad, broken_configs, broken_now, held_outputs)
         if why and blocker:
             held_outputs.add(pipeline.key)

@@ -155,7 +155,7 @@ def pipelines_at(
     ]
     if strict and paths is None:
         with problems.gather():
-            _check_includes(config, source.paths)
+            _check_includes(config, candidates, source.paths)
     found: list[Pipeline] = []
     for path in candidates:
         data = source.read(path)
@@ -176,21 +176,23 @@ def _looks_specific(data: bytes) -> bool:
     return b'"pipeline"' in data or b"\npipeline:" in data or data.startswith(b"pipeline:")
 
 
-def _check_includes(config: Config, paths: list[str]) -> None:
+def _check_includes(config: Config, candidates: list[str], paths: list[str]) -> None:
     """Every include pattern names a file; one whose files are all excluded names them
     too (that is how a file named by include is left out)."""
-    include = config.pipelines.include or ()
-    named = [p for p in paths if p in include or globs.matches(p, include)]
     problems = Problems()
-    for pattern in include:
-        if not any(p == pattern or globs.matches(p, (pattern,)) for p in named):
-            where = config.path or "PACHYDERM_PIPELINE_FILES"
-            problems.add(
-                InputError(
-                    f"{where}: pipelines.include: {pattern!r} matches no file; fix the pattern "
-                    "or the path"
-                )
+    for pattern in config.pipelines.include or ():
+        if any(p == pattern or globs.matches(p, (pattern,)) for p in candidates):
+            continue
+        # Rare: look among every file, the excluded ones too.
+        if any(p == pattern or globs.matches(p, (pattern,)) for p in paths):
+            continue
+        where = config.path or "PACHYDERM_PIPELINE_FILES"
+        problems.add(
+            InputError(
+                f"{where}: pipelines.include: {pattern!r} matches no file; fix the pattern "
+                "or the path"
             )
+        )
     problems.check()
 
 

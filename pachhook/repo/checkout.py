@@ -13,10 +13,7 @@ are a person's settings, not the repository's).
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shlex
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -66,6 +63,8 @@ def rules(root: Path, paths: list[str], commit: str | None) -> dict[str, Rule]:
     files of that commit (read into a temporary index); else the working tree's."""
     if not paths:
         return {}
+    import tempfile
+
     stdin = b"\0".join(p.encode("utf-8", errors="surrogateescape") for p in paths) + b"\0"
     args = ["check-attr", "-z", "--stdin", *ATTRIBUTES]
     if commit is None:
@@ -115,6 +114,8 @@ def content_id(rule: Rule, clean_oid: str, clean: bytes | None) -> str:
 
 def smudged(root: Path, git_dir: Path, path: str, clean: bytes, rule: Rule) -> IO[bytes]:
     """The checkout's content of a file, as a file to read from (its size by seeking)."""
+    import tempfile
+
     data = to_crlf(clean, rule.auto) if rule.crlf else clean
     out = tempfile.TemporaryFile(prefix="pachhook-smudge-")  # noqa: SIM115 - the caller closes it
     try:
@@ -188,6 +189,7 @@ def _driver_smudge(root: Path, path: str, clean: bytes, driver: str, out: IO[byt
             )
         out.write(clean)  # as a checkout does without the driver
         return
+    import shlex
     import subprocess
 
     # As git runs a driver: through the shell, %f the file's path, in the work tree.
@@ -213,6 +215,8 @@ def _driver_smudge(root: Path, path: str, clean: bytes, driver: str, out: IO[byt
 
 
 def sha256_file(path: Path) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
