@@ -515,3 +515,46 @@ def test_readme_quick_start_runs_as_written(
             assert "build  " in proc.stdout and "default/regression" in proc.stdout
     deployed = pachd.pipelines("default")
     assert deployed["regression"].image.startswith(f"{registry.address}/acme/housing-prices:ph-")
+
+
+@pytest.mark.parametrize(
+    ("path", "stem"),
+    [
+        ("Dockerfile", None),
+        ("a/Dockerfile.gpu", "gpu"),
+        ("Dockerfile-dev", "dev"),
+        ("R_Dockerfile", "r"),
+        ("py/train.dockerfile", "train"),
+        ("Build.Dockerfile", "build"),
+    ],
+)
+def test_dockerfile_names_as_projects_write_them(path: str, stem: str | None) -> None:
+    from pachhook.plan.discover import dockerfile_stem, is_dockerfile
+
+    assert is_dockerfile(path) and dockerfile_stem(path) == stem
+
+
+@pytest.mark.parametrize(
+    "path", ["Dockerfile.dockerignore", "docs/Dockerfile.md", "dockerfiles/README", "a.docker"]
+)
+def test_not_dockerfiles(path: str) -> None:
+    from pachhook.plan.discover import is_dockerfile
+
+    assert not is_dockerfile(path)
+
+
+def test_a_pipeline_without_an_image_runs_pachds_default_and_is_said_so(tmp_path: Path) -> None:
+    root = init_repo(tmp_path / "noimage")
+    doc = corpus.spec("plain", "x", "raw")
+    del doc["transform"]["image"]
+    commit(
+        root,
+        "start",
+        {"pachhook.toml": '[pipelines]\ninclude = ["*.json"]\n', "p.json": corpus.js(doc)},
+    )
+    env = environment(tmp_path)
+    out = ok(pachhook(root, env, "plan", "--all"))
+    assert "-> pachd's default image (the spec names no transform.image)" in out.stdout
+    assert "None" not in out.stdout
+    (pipeline,) = json.loads(ok(pachhook(root, env, "plan", "--all", "--json")).stdout)["pipelines"]
+    assert pipeline["image"] is None

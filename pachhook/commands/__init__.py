@@ -69,7 +69,7 @@ def source_at(rev: str | None) -> Source:
     return CommitSource(found, found.resolve(rev)) if rev else WorkingTreeSource(found)
 
 
-def config_note(found: Repo, reads_working_tree: bool) -> None:
+def config_note(found: Repo, reads_working_tree: bool | None) -> None:
     """Says on standard error when the working tree's configuration is not the committed
     one, and which of the two this command reads."""
     from pachhook.plan.load import uncommitted_config

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from pachhook.plan.workspace import image_state
 
     source = source_at(args.rev)
-    config_note(source.repo, args.rev is None)
+    config_note(source.repo, True if args.rev is None else None)
     config = load(source.read, env())
     index = matching_image(args.image, config.images)
     if index is None:

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from pachhook.plan.workspace import load_workspace
 
     source = source_at(args.rev)
-    config_note(source.repo, args.rev is None)
+    config_note(source.repo, True if args.rev is None else None)
     workspace = load_workspace(source, env())
     root = source.repo.root.resolve()
     relative = []

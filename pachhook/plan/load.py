@@ -64,7 +64,7 @@ def _base_pipelines(
         source.close()
 
 
-def uncommitted_config(repo: Repo, reads_working_tree: bool) -> str | None:
+def uncommitted_config(repo: Repo, reads_working_tree: bool | None) -> str | None:
     """One line when the working tree's configuration is not the committed one (the one
     plan, run, the hooks and CI read), saying which of the two this command reads."""
     from pachhook.config import CONFIG_FILES, has_tool_table
@@ -97,11 +97,14 @@ def uncommitted_config(repo: Repo, reads_working_tree: bool) -> str | None:
             if data is None
             else "has uncommitted changes"
         )
-        reads = (
-            "this command reads the working tree's, while plan, run and the hooks read the "
-            "committed one"
-            if reads_working_tree
-            else "this command reads the committed one (add --working-tree to read yours)"
-        )
+        if reads_working_tree is None:  # a command that reads no configuration
+            reads = "plan, run and the hooks read the committed one"
+        elif reads_working_tree:
+            reads = (
+                "this command reads the working tree's, while plan, run and the hooks read "
+                "the committed one"
+            )
+        else:
+            reads = "this command reads the committed one (add --working-tree to read yours)"
         return f"note: {path} {state}; {reads}: commit it to use it everywhere"
     return None
