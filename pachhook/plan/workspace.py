@@ -222,12 +222,6 @@ def duplicate_line(group: tuple[Pipeline, ...]) -> str:
     )
 
 
-def check_unique(pipelines: Iterable[Pipeline]) -> None:
-    _, duplicates = split_duplicates(pipelines)
-    if duplicates:
-        raise InputError(duplicate_line(duplicates[0]))
-
-
 def load_workspace(
     source: Source,
     env: Mapping[str, str],
