@@ -109,19 +109,18 @@ class Source(ABC):
         return checkout.has_attributes(self.paths, self.repo.git_dir)
 
     @cached_property
-    def _rules(self) -> dict[str, checkout.Rule | None]:
-        return {}
+    def _rules(self) -> dict[str, checkout.Rule]:
+        """Every file's rule, asked of git once per source (one batch is much cheaper than
+        one per image: a commit's attributes need its tree read into an index)."""
+        commit = self.commit if self._committed else None
+        return checkout.rules(self.repo.root, self.paths, commit)
 
     def checkout_rules(self, paths: Iterable[str]) -> dict[str, checkout.Rule]:
-        """The checkout rule of each of `paths` that has one (asked in one batch)."""
+        """The checkout rule of each of `paths` that has one."""
         if not self._attributes:
             return {}
-        wanted = [p for p in paths if p not in self._rules]
-        if wanted:
-            found = checkout.rules(self.repo.root, wanted, self.commit if self._committed else None)
-            for path in wanted:
-                self._rules[path] = found.get(path)
-        return {p: rule for p in paths if (rule := self._rules.get(p)) is not None}
+        rules = self._rules
+        return {p: rule for p in paths if (rule := rules.get(p)) is not None}
 
     _committed = True  # rules come from the commit's .gitattributes
 
