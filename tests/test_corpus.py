@@ -390,8 +390,15 @@ def test_eol_and_filter_attributes_give_what_a_checkout_gives(tmp_path: Path) ->
         return plan["images"][0]["tag"]
 
     before = tag()
+    first = git(root, "rev-parse", "HEAD")
     commit(root, "lf", {".gitattributes": "*.txt filter=upper\napp/plain.txt -filter\n"})
     assert tag() != before
+    # An older commit's rules come from its own .gitattributes, not from the index's.
+    from pachhook.repo.git import Repo
+    from pachhook.repo.source import CommitSource
+
+    old = CommitSource(Repo.discover(root), first).checkout_rules(["app/run.bat", "app/plain.txt"])
+    assert old["app/run.bat"].crlf and "app/plain.txt" not in old
 
 
 # -- ADD <url>: a moving input -------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pachhook import globs
 from pachhook.config import Config, ImageConfig, load
@@ -76,9 +77,19 @@ def image_state(
     return _analyzed(image, config, source, missing)
 
 
+class _Analyzed(NamedTuple):
+    analysis: dockerfile.Analysis
+    paths: list[str]  # what the analysis saw: git's files, and build outputs where needed
+    outside_git: tuple[str, ...]
+
+
 def _analyzed(
     image: ImageConfig, config: Config, source: Source, missing: frozenset[str]
 ) -> ImageState:
+    return _state(image, config, source, missing, _analysis(image, source))
+
+
+def _analysis(image: ImageConfig, source: Source) -> _Analyzed:
     paths = source.paths
     outside_git: tuple[str, ...] = ()
     try:
@@ -94,6 +105,13 @@ def _analyzed(
         paths = sorted({*paths, *ignored})
         analysis = dockerfile.analyze(image, paths, source.read, is_link=source.is_link)
         outside_git = tuple(p for p in analysis.inputs if p not in source.path_set)
+    return _Analyzed(analysis, paths, outside_git)
+
+
+def _state(
+    image: ImageConfig, config: Config, source: Source, missing: frozenset[str], found: _Analyzed
+) -> ImageState:
+    analysis, paths, outside_git = found
     inputs = analysis.inputs
     removed: tuple[str, ...] = ()
     context_missing = sorted(p for p in missing if _inside(p, image.context))
@@ -103,7 +121,6 @@ def _analyzed(
         with_missing = dockerfile.image_inputs(image, universe, source.read, is_link=source.is_link)
         removed = tuple(p for p in with_missing if p in missing)
     text = source.text(image.dockerfile_path) or ""
-    source.checkout_rules(inputs)  # one batch for every input of the image
     digest = input_digest(image, inputs, source.content_entry, text)
     if analysis.urls and image.add_urls == "check":
         from pachhook.docker.urls import url_versions
@@ -232,16 +249,24 @@ def load_workspace(
     """Everything pachhook knows of a source. `missing`: changed paths the source lacks."""
     config = config or config_of(source, env)
     problems = Problems()
-    images: list[ImageState] = []
+    analyzed: list[tuple[ImageConfig, _Analyzed]] = []
     broken: list[BrokenImage] = []
     for index, image in enumerate(config.images):
         with problems.gather():
             _check_image(image, index, config, source)
             try:
-                images.append(_analyzed(image, config, source, missing))
+                analyzed.append((image, _analysis(image, source)))
             except InputError as exc:
                 # One image that cannot be built does not stop the others.
                 broken.append(BrokenImage(image, exc.message))
+    # The checkout rules of every input in one batch, before any digest asks for one.
+    source.checkout_rules(sorted({p for _, found in analyzed for p in found.analysis.inputs}))
+    images: list[ImageState] = []
+    for image, found in analyzed:
+        try:
+            images.append(_state(image, config, source, missing, found))
+        except InputError as exc:
+            broken.append(BrokenImage(image, exc.message))
     pipelines = pipelines_at(source, config, problems=problems)
     problems.check()
     unique, duplicates = split_duplicates(pipelines)

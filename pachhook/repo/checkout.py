@@ -69,6 +69,10 @@ def rules(root: Path, paths: list[str], commit: str | None) -> dict[str, Rule]:
     args = ["check-attr", "-z", "--stdin", *ATTRIBUTES]
     if commit is None:
         out = git.run(args, root, input=stdin)
+    elif _index_has_attributes_of(root, commit):
+        # The usual case (a plan of HEAD in a clean clone): the index holds the commit's
+        # .gitattributes files, and reading a whole tree into an index is spared.
+        out = git.run([*args[:1], "--cached", *args[1:]], root, input=stdin)
     else:
         with tempfile.TemporaryDirectory(prefix="pachhook-attr-") as tmp:
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
@@ -81,6 +85,13 @@ def rules(root: Path, paths: list[str], commit: str | None) -> dict[str, Rule]:
         if value != "unspecified":
             found.setdefault(path, {})[name] = value
     return {path: rule for path, values in found.items() if not (rule := _rule(values)).plain}
+
+
+def _index_has_attributes_of(root: Path, commit: str) -> bool:
+    proc = git._call(
+        ["diff-index", "--cached", "--quiet", commit, "--", ":(glob)**/.gitattributes"], root
+    )
+    return proc.returncode == 0
 
 
 def _rule(values: dict[str, str]) -> Rule:

@@ -109,18 +109,23 @@ class Source(ABC):
         return checkout.has_attributes(self.paths, self.repo.git_dir)
 
     @cached_property
-    def _rules(self) -> dict[str, checkout.Rule]:
-        """Every file's rule, asked of git once per source (one batch is much cheaper than
-        one per image: a commit's attributes need its tree read into an index)."""
-        commit = self.commit if self._committed else None
-        return checkout.rules(self.repo.root, self.paths, commit)
+    def _rules(self) -> dict[str, checkout.Rule | None]:
+        return {}
 
     def checkout_rules(self, paths: Iterable[str]) -> dict[str, checkout.Rule]:
-        """The checkout rule of each of `paths` that has one."""
+        """The checkout rule of each of `paths` that has one. The paths not asked before
+        are asked of git in one batch: ask for many at once (a commit's attributes need
+        its tree read into an index, whatever the number of paths)."""
         if not self._attributes:
             return {}
-        rules = self._rules
-        return {p: rule for p in paths if (rule := rules.get(p)) is not None}
+        paths = list(paths)
+        wanted = [p for p in paths if p not in self._rules]
+        if wanted:
+            commit = self.commit if self._committed else None
+            found = checkout.rules(self.repo.root, wanted, commit)
+            for path in wanted:
+                self._rules[path] = found.get(path)
+        return {p: rule for p in paths if (rule := self._rules.get(p)) is not None}
 
     _committed = True  # rules come from the commit's .gitattributes
 
