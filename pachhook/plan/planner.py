@@ -9,7 +9,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pachhook.config import ImageIndex, files_read
+from pachhook.config import ImageConfig, ImageIndex, files_read
 from pachhook.errors import InputError
 from pachhook.pachyderm.specs import Pipeline, rewritten, spec_digest
 
@@ -278,7 +278,7 @@ def make_plan(
 def _blocker(
     pipeline: Pipeline,
     bad: int | None,
-    broken: list[Any],
+    broken: list[ImageConfig],
     broken_now: set[tuple[str, str | None]],
     held_outputs: set[tuple[str, str]],
 ) -> str | None:
