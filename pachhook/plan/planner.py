@@ -45,15 +45,22 @@ class ImagePlan(NamedTuple):
     action: str
     reasons: tuple[Reason, ...]
     tag: str | None
+    config: ImageConfig | None = None  # for an image with no state (one that is broken)
 
     @property
     def reference(self) -> str | None:
         return f"{self.name}:{self.tag}" if self.tag else None
 
+    @property
+    def label(self) -> str:
+        config = self.state.config if self.state else self.config
+        return config.label if config else self.name
+
     def to_json(self) -> dict[str, Any]:
-        config = self.state.config if self.state else None
+        config = self.state.config if self.state else self.config
         return {
             "name": self.name,
+            "variant": config.variant if config else None,
             "context": config.context if config else None,
             "dockerfile": config.dockerfile_path if config else None,
             "target": config.target if config else None,
@@ -211,7 +218,14 @@ def make_plan(
             else f"cannot be built from this source: {unbuildable.error}"
         )
         image_plans.append(
-            ImagePlan(None, unbuildable.config.label, action, (Reason(None, said),), None)
+            ImagePlan(
+                None,
+                unbuildable.config.name,
+                action,
+                (Reason(None, said),),
+                None,
+                unbuildable.config,
+            )
         )
 
     index = ImageIndex([s.config for s in workspace.images])

@@ -189,7 +189,7 @@ def _broken(record: RunRecord, plan: Plan) -> RunRecord:
     everything that does not depend on them was built and applied."""
     if not plan.broken or record.error:
         return record
-    names = ", ".join(i.name for i in plan.broken)
+    names = ", ".join(i.label for i in plan.broken)
     held = ", ".join(f"{p.pipeline.project}/{p.pipeline.name}" for p in plan.held)
     first = plan.broken[0].reasons[0].why
     return replace(

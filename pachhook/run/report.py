@@ -36,7 +36,7 @@ def plan_lines(plan: Plan, *, verbose: bool = False) -> list[str]:
         + (f", {broken} cannot be built" if broken else "")
     )
     for image in shown_images:
-        ref = image.reference or image.name
+        ref = image.reference or image.label
         lines.append(f"  {image.action:<7}{ref}  ({reasons_text(image.reasons)})")
     lines.append(
         f"pipelines (upstream first): {len(plan.deploys)} to apply, "
