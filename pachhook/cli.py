@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     def failed(message: str, exit_code: int) -> None:
         nonlocal code
         sys.stdout.flush()
-        sys.stderr.write(f"pachhook: {message}\n")
+        # Several errors of one run (errors.Problems) come one per line.
+        sys.stderr.write("".join(f"pachhook: {line}\n" for line in message.splitlines() or [""]))
         code = exit_code
 
     try:

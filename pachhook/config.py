@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from pachhook.errors import InputError, located
+from pachhook.errors import InputError, Problems, located
 
 CONFIG_FILES = ("pachhook.toml", "pyproject.toml")  # read in this order: the first found wins
 TAG_POLICIES = ("digest", "git-sha")
@@ -32,6 +32,10 @@ class BuildSecret(NamedTuple):
         return f"id={self.id},env={self.env}"
 
 
+ADD_URL_POLICIES = ("fixed", "check")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")  # Docker's tag grammar, kept short
+
+
 class ImageConfig(NamedTuple):
     name: str  # what transform.image names, without tag
     context: str = "."  # repository-relative, posix
@@ -42,6 +46,11 @@ class ImageConfig(NamedTuple):
     builder: str = "auto"  # as configured: "auto", "buildkit" or "classic"
     cache_from: str = "off"  # "registry": reuse the layers of the image the cluster runs now
     secrets: tuple[BuildSecret, ...] = ()
+    # The tag the specs name when several Dockerfiles build one repository
+    # (`pachyderm/iris-train:python-svm`): pipelines naming that tag run this image,
+    # and its tags start with it.
+    variant: str | None = None
+    add_urls: str = "fixed"  # what an ADD <url> means to the tag: see ADD_URL_POLICIES
 
     @property
     def dockerfile_path(self) -> str:
@@ -51,6 +60,16 @@ class ImageConfig(NamedTuple):
     @property
     def repository(self) -> str:
         return normalize_repository(self.name)
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """What tells two images apart: the repository, and the variant when there is one."""
+        return (self.repository, self.variant)
+
+    @property
+    def label(self) -> str:
+        """The image as people name it: `name`, or `name:variant`."""
+        return f"{self.name}:{self.variant}" if self.variant else self.name
 
 
 class BuildConfig(NamedTuple):
@@ -133,6 +152,32 @@ def split_reference(ref: str) -> tuple[str, str | None, str | None]:
     return name, tag, digest or None
 
 
+def matching_image(reference: str, images: Sequence[ImageConfig]) -> int | None:
+    """The index of the image a pipeline's `transform.image` runs (see ImageIndex)."""
+    return ImageIndex(images).match(reference)
+
+
+class ImageIndex:
+    """Which image a pipeline's `transform.image` runs: same repository, and the variant
+    its tag names when one of them has it; else the repository's image without a
+    variant. None when pachhook builds no such image."""
+
+    def __init__(self, images: Sequence[ImageConfig]) -> None:
+        self._by_repository: dict[str, dict[str | None, int]] = {}
+        for index, image in enumerate(images):
+            variants = self._by_repository.setdefault(image.repository, {})
+            variants.setdefault(image.variant, index)
+
+    def match(self, reference: str) -> int | None:
+        variants = self._by_repository.get(normalize_repository(reference))
+        if not variants:
+            return None
+        tag = split_reference(reference.strip())[1]
+        if tag is not None and tag in variants:
+            return variants[tag]
+        return variants.get(None)
+
+
 def normalize_repository(ref: str) -> str:
     """The fully qualified repository of a reference: tag and digest stripped,
     `docker.io` added where no registry is named, `library/` for official images."""
@@ -202,6 +247,11 @@ IMAGE: dict[str, tuple[Check, str]] = {
     "builder": (_one_of(*BUILDERS), 'one of "auto", "buildkit", "classic"'),
     "cache_from": (_one_of(*CACHE_SOURCES), 'one of "registry", "off"'),
     "secrets": (_is_str_list, 'a list such as ["id=pip,env=PIP_TOKEN"]'),
+    "variant": (
+        lambda v: isinstance(v, str) and _TAG.match(v) is not None,
+        'the tag the specs name, such as "python-svm"',
+    ),
+    "add_urls": (_one_of(*ADD_URL_POLICIES), 'one of "fixed", "check"'),
 }
 BUILD: dict[str, tuple[Check, str]] = {
     "builder": (_one_of(*BUILDERS), 'one of "auto", "buildkit", "classic"'),
@@ -241,6 +291,7 @@ class _Reader:
         self.path = path
         self.lines = text.splitlines()
         self.prefix = prefix  # "" or "tool.pachhook."
+        self.problems = Problems()  # every error of the file is reported at once
 
     def line_of(self, key: str) -> int | None:
         leaf = key.rsplit(".", 1)[-1].split("[")[0]
@@ -275,10 +326,11 @@ class _Reader:
                 hint = (
                     f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(schema)}"
                 )
-                raise self.fail(full, f"unknown key; {hint}")
+                self.problems.add(self.fail(full, f"unknown key; {hint}"))
+                continue
             check, expected = schema[key]
             if not check(value):
-                raise self.fail(full, f"got {value!r}; expected {expected}")
+                self.problems.add(self.fail(full, f"got {value!r}; expected {expected}"))
         return data
 
 
@@ -324,12 +376,17 @@ def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -
     images = []
     for index, raw in enumerate(raw_images):
         where = f"image[{index}]"
-        reader.table(raw, IMAGE, where)
-        if "name" not in raw:
-            raise reader.fail(where, 'has no name; add name = "registry/repository"')
-        images.append(_image(raw, reader, where, build))
-    images.extend(_env_images(env, build) if not images else ())
-    _check_unique(images, reader)
+        with reader.problems.gather():
+            before = len(reader.problems.messages)
+            reader.table(raw, IMAGE, where)
+            if "name" not in raw:
+                raise reader.fail(where, 'has no name; add name = "registry/repository"')
+            if len(reader.problems.messages) == before:
+                images.append(_image(raw, reader, where, build))
+    images.extend(_env_images(env, build) if not raw_images else ())
+    with reader.problems.gather():
+        _check_unique(images, reader)
+    reader.problems.check()
 
     pach = sections["pachyderm"]
     pipes = sections["pipelines"]
@@ -391,6 +448,8 @@ def _image(raw: dict[str, Any], reader: _Reader, where: str, build: BuildConfig)
         builder=raw.get("builder", build.builder),
         cache_from=raw.get("cache_from", build.cache_from),
         secrets=tuple(_secret(spec, reader, f"{where}.secrets") for spec in raw.get("secrets", [])),
+        variant=raw.get("variant"),
+        add_urls=raw.get("add_urls", "fixed"),
     )
     if len({s.id for s in image.secrets}) < len(image.secrets):
         raise reader.fail(f"{where}.secrets", "two secrets share an id; give each its own")
@@ -460,14 +519,17 @@ def _env_images(env: Mapping[str, str], build: BuildConfig) -> list[ImageConfig]
 
 
 def _check_unique(images: list[ImageConfig], reader: _Reader) -> None:
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str | None], int] = {}
     for index, image in enumerate(images):
-        if image.repository in seen:
-            raise reader.fail(
-                f"image[{index}].name",
-                f"{image.name!r} is also image[{seen[image.repository]}]; each image needs its own name",
+        if image.key in seen:
+            reader.problems.add(
+                reader.fail(
+                    f"image[{index}].name",
+                    f"{image.label!r} is also image[{seen[image.key]}]; each image needs its own "
+                    "name (or, for one repository built from several Dockerfiles, its own variant)",
+                )
             )
-        seen[image.repository] = index
+        seen.setdefault(image.key, index)
 
 
 def env_config(env: Mapping[str, str]) -> Config:

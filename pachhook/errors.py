@@ -31,6 +31,40 @@ class InputError(PachhookError):
     exit_code = 2
 
 
+MAX_PROBLEMS = 20  # errors reported at once; past that, how many more there are
+
+
+class Problems:
+    """The input errors of one run, gathered so that all of them are reported at once
+    (up to `limit`) instead of one per run."""
+
+    def __init__(self, limit: int = MAX_PROBLEMS) -> None:
+        self.limit = limit
+        self.messages: list[str] = []
+
+    def add(self, error: InputError) -> None:
+        for message in error.message.splitlines():
+            if message and message not in self.messages:
+                self.messages.append(message)
+
+    @contextmanager
+    def gather(self) -> Iterator[None]:
+        """Record an InputError raised inside the block and carry on after it."""
+        try:
+            yield
+        except InputError as exc:
+            self.add(exc)
+
+    def check(self) -> None:
+        """Raise every error gathered as one InputError, one line each."""
+        if not self.messages:
+            return
+        shown = self.messages[: self.limit]
+        if len(self.messages) > self.limit:
+            shown.append(f"... and {len(self.messages) - self.limit} more error(s) of the same run")
+        raise InputError("\n".join(shown))
+
+
 def located(path: str, line: int | None = None) -> str:
     """`path` or `path:line`, the prefix of every message about a file."""
     return f"{path}:{line}" if line else path

@@ -222,3 +222,43 @@ def test_builder_defaults_to_auto_and_the_registry_cache_to_ci():
     assert load(ci_off, {"CI": "1"}).images[0].cache_from == "off"
     seed = load({}, {"DOCKER_IMAGE_TAG": "acme/app", "CI": "1"}).images[0]
     assert (seed.builder, seed.cache_from) == ("auto", "registry")
+
+
+def test_every_error_of_a_file_is_reported_at_once_up_to_a_bound():
+    text = 'jobs = 0\ntag_policy = "x"\n[pachyderm]\nprojekt = "a"\n[[image]]\nname = 1\n'
+    with pytest.raises(InputError) as caught:
+        config.parse("pachhook.toml", text, {})
+    lines = caught.value.message.splitlines()
+    assert [line.split(": ")[1] for line in lines] == [
+        "jobs",
+        "tag_policy",
+        "pachyderm.projekt",
+        "image[0].name",
+    ]
+    many = "".join(f"[[image]]\nname = 'a/b'\nbogus{i} = 1\n" for i in range(30))
+    with pytest.raises(InputError) as caught:
+        config.parse("pachhook.toml", many, {})
+    lines = caught.value.message.splitlines()
+    assert len(lines) == 21 and lines[-1] == "... and 10 more error(s) of the same run"
+
+
+def test_image_variants_share_a_name_and_match_by_tag():
+    from pachhook.config import ImageIndex
+
+    text = (
+        '[[image]]\nname = "pachyderm/iris-train"\nvariant = "python-svm"\n'
+        '[[image]]\nname = "pachyderm/iris-train"\nvariant = "julia-tree"\n'
+        '[[image]]\nname = "acme/app"\n'
+    )
+    parsed = config.parse("pachhook.toml", text, {})
+    index = ImageIndex(parsed.images)
+    assert index.match("docker.io/pachyderm/iris-train:julia-tree") == 1
+    assert index.match("pachyderm/iris-train:python-svm") == 0
+    assert index.match("pachyderm/iris-train:other") is None
+    assert index.match("acme/app:1.0") == 2 and index.match("acme/app") == 2
+    with pytest.raises(
+        InputError, match=r"image\[1\].name: 'pachyderm/iris-train:julia-tree' is also image\[0\]"
+    ):
+        config.parse("pachhook.toml", text.replace("python-svm", "julia-tree"), {})
+    with pytest.raises(InputError, match=r"image\[0\].variant: got 'a b'"):
+        config.parse("pachhook.toml", '[[image]]\nname = "x/y"\nvariant = "a b"\n', {})

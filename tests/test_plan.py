@@ -265,10 +265,43 @@ def test_missing_context_and_dockerfile_are_config_errors(plan_repo: Path):
         plan_of(plan_repo, everything=True)
 
 
-def test_duplicate_pipeline_names_both_places(plan_repo: Path):
-    commit(plan_repo, "dup", {"pipelines/dup.json": spec("train", "x", "raw")})
-    with pytest.raises(
-        InputError,
-        match=r"pipelines/train.json:1: pipeline default/train is also defined at pipelines/dup.json:1",
-    ):
-        plan_of(plan_repo, everything=True)
+def test_duplicate_pipeline_names_are_reported_once_and_the_rest_is_planned(plan_repo: Path):
+    commit(
+        plan_repo,
+        "dup",
+        {
+            "pipelines/dup.json": spec("train", "x", "raw"),
+            "pipelines/dup2.json": spec("train", "y", "raw"),
+        },
+    )
+    plan = plan_of(plan_repo, everything=True)
+    assert sorted(p.pipeline.name for p in plan.pipelines) == ["report", "score"]
+    (note,) = plan.notes
+    assert note.startswith("pipeline default/train is defined 3 times (")
+    for where in ("pipelines/train.json:1", "pipelines/dup.json:1", "pipelines/dup2.json:1"):
+        assert where in note
+    # The choice is the user's: excluding the file that an include glob names works.
+    commit(
+        plan_repo,
+        "choose",
+        {
+            "pachhook.toml": CONFIG
+            + '\n[pipelines]\ninclude = ["pipelines/*.json", "pipelines/more.yaml"]\n'
+            'exclude = ["pipelines/dup.json", "pipelines/dup2.json"]\n'
+        },
+    )
+    plan = plan_of(plan_repo, everything=True)
+    assert plan.notes == ()
+    train = next(p for p in plan.pipelines if p.pipeline.name == "train")
+    assert train.pipeline.spec_file == "pipelines/train.json"
+    # A file named by an include list and excluded is no error either.
+    commit(
+        plan_repo,
+        "list",
+        {
+            "pachhook.toml": CONFIG
+            + '\n[pipelines]\ninclude = ["pipelines/train.json", "pipelines/dup.json"]\n'
+            'exclude = ["pipelines/dup.json"]\n'
+        },
+    )
+    assert [p.pipeline.name for p in plan_of(plan_repo, everything=True).pipelines] == ["train"]

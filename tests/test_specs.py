@@ -122,3 +122,20 @@ def test_rewrite_keeps_spelling_and_adds_annotations():
     assert doc["metadata"]["annotations"] == {"team": "ml", "pachhook.io/spec-digest": "d"}
     assert p.document["transform"]["image"] == "x:1"  # the original is untouched
     assert specs.spec_digest(doc) != specs.spec_digest(p.document)
+
+
+def test_json_documents_separated_by_yaml_markers_are_several_specs():
+    # pachctl 2.x reads a spec file as a stream of YAML documents (Pachyderm's
+    # examples/ml/tensorflow/*.pipeline.json are written this way).
+    one = {"pipeline": {"name": "a"}, "transform": {"image": "x"}}
+    two = {"pipeline": {"name": "b"}, "transform": {"image": "y"}}
+    text = json.dumps(one, indent=2) + "\n---\n" + json.dumps(two, indent=2) + "\n---  \n"
+    pipelines = parse("tf.pipeline.json", text)
+    assert [(p.name, p.line) for p in pipelines] == [("a", 1), ("b", 10)]
+    with pytest.raises(InputError, match=r"^tf.json:17: not valid JSON"):
+        parse("tf.json", json.dumps(one, indent=2) + "\n---\n" + json.dumps(two, indent=2)[:-1])
+
+
+def test_a_spec_without_image_has_none():
+    (p,) = parse("a.json", json.dumps({"pipeline": {"name": "a"}, "transform": {"cmd": ["x"]}}))
+    assert p.image is None and p.image_repository is None

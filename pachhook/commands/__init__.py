@@ -69,6 +69,16 @@ def source_at(rev: str | None) -> Source:
     return CommitSource(found, found.resolve(rev)) if rev else WorkingTreeSource(found)
 
 
+def config_note(found: Repo, reads_working_tree: bool | None) -> None:
+    """Says on standard error when the working tree's configuration is not the committed
+    one, and which of the two this command reads."""
+    from pachhook.plan.load import uncommitted_config
+
+    note = uncommitted_config(found, reads_working_tree)
+    if note:
+        err(f"pachhook: {note}")
+
+
 def env() -> dict[str, str]:
     return dict(os.environ)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import env, out, print_json, source_at
+from pachhook.commands import config_note, env, err, out, print_json, source_at
 from pachhook.errors import InputError
 
 
@@ -26,25 +26,29 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pachhook.config import load, normalize_repository
+    from pachhook.config import load, matching_image
     from pachhook.plan.workspace import image_state
 
     source = source_at(args.rev)
     environment = env()
+    config_note(source.repo, True if args.rev is None else None)
     config = load(source.read, environment)
-    wanted = normalize_repository(args.image)
-    for index, candidate in enumerate(config.images):
-        if candidate.name == args.image or candidate.repository == wanted:
-            state = image_state(candidate, config, source, index, frozenset(), environment)
-            break
-    else:
-        names = ", ".join(i.name for i in config.images) or "none configured"
+    index = matching_image(args.image, config.images)
+    if index is None:
+        names = ", ".join(i.label for i in config.images) or "none configured"
         raise InputError(
-            f"deps: no image named {args.image!r} (images: {names}); use a configured name"
+            f"deps: no image named {args.image!r} (images: {names}); use a configured name "
+            "(name:variant for a variant)"
         )
+    state = image_state(config.images[index], config, source, index, frozenset(), environment)
     if args.json:
-        print_json({"image": state.name, "inputs": list(state.inputs)})
+        print_json({"image": state.name, "inputs": list(state.inputs), "urls": list(state.urls)})
     else:
         for path in state.inputs:
             out(path)
+        for url in state.urls:
+            err(
+                f"pachhook: note: ADD {url} is an input too, downloaded at build time "
+                f'(add_urls = "{state.config.add_urls}")'
+            )
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pachhook.commands import env, out, source_at
+from pachhook.commands import config_note, env, out, source_at
 from pachhook.errors import InputError
 
 
@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from pachhook.plan.workspace import load_workspace
 
     source = source_at(args.rev)
+    config_note(source.repo, True if args.rev is None else None)
     workspace = load_workspace(source, env())
     root = source.repo.root.resolve()
     relative = []

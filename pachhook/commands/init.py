@@ -48,4 +48,11 @@ def run(args: argparse.Namespace) -> int:
     for line in summary:
         out(line)
     out(f"wrote {target}")
+    if any(line.endswith("(name to be set)") for line in summary):
+        out("then: set the image names marked (name to be set) in pachhook.toml")
+    # plan and run read the committed configuration (hooks and CI build commits).
+    out(
+        'next: git add pachhook.toml && git commit -m "pachhook configuration", '
+        "then pachhook plan --all"
+    )
     return 0

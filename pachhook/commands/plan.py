@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_selection, env, out, print_json, repo, selection
+from pachhook.commands import add_selection, config_note, env, out, print_json, repo, selection
 
 
 def register(subparsers: Any) -> None:
@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from pachhook.run.report import plan_lines
 
     environment = env()
-    planned = plan_selection(repo(), selection(args), environment)
+    found = repo()
+    config_note(found, args.working_tree)
+    planned = plan_selection(found, selection(args), environment)
     if args.json:
         print_json(planned.plan.to_json())
     else:

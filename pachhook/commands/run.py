@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_selection, env, positive, repo, selection
+from pachhook.commands import add_selection, config_note, env, positive, repo, selection
 
 
 def register(subparsers: Any) -> None:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         reprocess=args.reprocess,
         jobs=args.jobs,
     )
-    record = run_selection(
-        repo(), selection(args), options, env(), trigger="cli", as_json=args.json
-    )
+    found = repo()
+    config_note(found, args.working_tree)
+    record = run_selection(found, selection(args), options, env(), trigger="cli", as_json=args.json)
     return record.exit_code

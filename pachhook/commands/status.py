@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import out, positive, print_json, repo
+from pachhook.commands import config_note, out, positive, print_json, repo
 
 
 def register(subparsers: Any) -> None:
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from pachhook.run.report import pending_entries, status_lines
 
     found = repo()
+    config_note(found, None)
     entries = ledger.read(found.state_dir)
     recent = list(reversed(entries[-args.limit :]))
     pending = pending_entries(entries)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pachhook.commands import env, repo
+from pachhook.commands import config_note, env, repo
 
 # The session (and with it the watcher) is imported in `run`: every command's start-up
 # (a git hook's too) imports this module to build the parser.
@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
     found = repo()
+    config_note(found, True)
     return watch_and_run(
         found,
         env(),

@@ -25,6 +25,10 @@ class ImageState:
     tag: str
     builder: str = "classic"  # the builder that builds it: "buildkit" or "classic"
     ignore_file: str | None = None  # the ignore file in force (repository path), if any
+    # Inputs git does not see (git-ignored build outputs a Dockerfile names), read from the
+    # working tree; and ADD <url> sources, which no file holds.
+    outside_git: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -33,6 +37,10 @@ class ImageState:
     @property
     def repository(self) -> str:
         return self.config.repository
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return self.config.key
 
 
 def input_digest(
@@ -57,6 +65,7 @@ def input_digest(
         "platform": image.platform,
         "dockerfile": image.dockerfile_path,
         "context": image.context,
+        **({"variant": image.variant} if image.variant else {}),
     }
     # Classic images keep the digests they had before the builder was a choice.
     if builder != "classic":
@@ -68,8 +77,10 @@ def input_digest(
     return h.hexdigest()
 
 
-def digest_tag(digest: str) -> str:
-    return TAG_PREFIX + digest[:12]
+def digest_tag(digest: str, variant: str | None = None) -> str:
+    """`ph-` and 12 hex digits; an image variant's tags start with the variant."""
+    tag = TAG_PREFIX + digest[:12]
+    return f"{variant}-{tag}" if variant else tag
 
 
 FLOATING_TAGS = frozenset({"latest"})

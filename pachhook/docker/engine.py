@@ -233,7 +233,7 @@ class Engine:
 
         reference = f"{state.name}:{state.tag}"
         cfg = state.config
-        files = source.folder(cfg.context)
+        files = source.folder(cfg.context, state.outside_git)
         labels = {
             LABEL_REVISION: source.revision,
             LABEL_SOURCE: self.source_url,

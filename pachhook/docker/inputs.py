@@ -325,6 +325,7 @@ class _Stage:
     env: dict[str, str] = field(default_factory=dict)
     triggers: list[Instruction] = field(default_factory=list)
     error: InputError | None = None  # BuildKit: the stage's error, if the target needs it
+    urls: list[str] = field(default_factory=list)  # ADD <url>: fetched at build time
 
 
 @dataclass(frozen=True)
@@ -335,6 +336,7 @@ class Analysis:
     ignore_file: str | None  # repository-relative: the ignore file in force, if any
     stages: tuple[str, ...]  # names (or indexes) of the stages the target needs, in order
     builder: str = CLASSIC  # whose rules these are
+    urls: tuple[str, ...] = ()  # ADD <url> sources of those stages: inputs no file holds
 
 
 def image_inputs(
@@ -402,6 +404,7 @@ def analyze(
         ignore_file=ignore_path if ignore_data is not None else None,
         stages=tuple(stages[i].name or str(i) for i in sorted(needed)),
         builder=builder,
+        urls=tuple(dict.fromkeys(u for i in sorted(needed) for u in stages[i].urls)),
     )
 
 
@@ -711,6 +714,7 @@ class _Builder:
                         f"source {source!r} can't be a URL for COPY", "use ADD for URLs"
                     )
                 count += 1  # ADD downloads it: no file of the source
+                stage.urls.append(source)
                 continue
             matched = self._context_source(source, cmd)
             count += len(matched)

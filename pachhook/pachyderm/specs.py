@@ -110,12 +110,25 @@ def _documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
         yield from _yaml_documents(path, text)
 
 
+_DOCUMENT_MARKER = re.compile(r"^---[ \t]*(?:#.*)?\r?$", re.M)
+
+
 def _json_documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
+    # pachctl 2.x decodes a spec file as a stream of YAML documents, so JSON objects
+    # separated by `---` lines are several specs (Pachyderm's own examples do this).
+    start = 0
+    for marker in _DOCUMENT_MARKER.finditer(text):
+        yield from _json_values(path, text, start, marker.start())
+        start = marker.end()
+    yield from _json_values(path, text, start, len(text))
+
+
+def _json_values(path: str, text: str, pos: int, stop: int) -> Iterator[tuple[int, Any]]:
     import json
 
     # pachctl reads a stream of JSON values: one object, an array, or several objects in a row.
     decoder = json.JSONDecoder()
-    pos = 0
+    text = text[:stop]
     while True:
         while pos < len(text) and text[pos].isspace():
             pos += 1

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pachhook.config import files_read
+from pachhook.config import ImageIndex, files_read
 from pachhook.pachyderm.specs import is_spec_candidate
-from pachhook.plan.workspace import Workspace
+from pachhook.plan.workspace import Workspace, duplicate_line
 
 
 def explain_paths(workspace: Workspace, paths: Iterable[str]) -> list[str]:
@@ -34,8 +34,23 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
                     else "its ignore file"
                 )
             role = roles.get(path, "read by its Dockerfile (COPY, ADD or RUN --mount)")
-            out.append(f"image {image.name}: {role}; a change rebuilds it")
-            users = [p for p in workspace.pipelines if p.image_repository == state.repository]
+            out.append(f"image {image.label}: {role}; a change rebuilds it")
+            if path == image.dockerfile_path:
+                following = (
+                    "the tag follows what its server says of it"
+                    if image.add_urls == "check"
+                    else 'the tag does not follow it (add_urls = "check" makes it)'
+                )
+                out.extend(
+                    f"  ADD {url}: an input no file holds, downloaded at build time; {following}"
+                    for url in state.urls
+                )
+            index = ImageIndex([s.config for s in workspace.images])
+            users = [
+                p
+                for p in workspace.pipelines
+                if p.image and index.match(p.image) == workspace.images.index(state)
+            ]
             for pipeline in users:
                 out.append(
                     f"  pipeline {pipeline.project}/{pipeline.name} ({pipeline.where}) runs that image"
@@ -46,7 +61,15 @@ def _explain(workspace: Workspace, path: str) -> list[str]:
                 "(no COPY/ADD takes it, or the ignore file leaves it out)"
             )
     out.extend(_templates(workspace, path))
+    for broken in workspace.broken:
+        if path == broken.config.dockerfile_path or _inside(path, broken.config.context):
+            out.append(
+                f"image {broken.config.label}: cannot be built from this source: {broken.error}"
+            )
     specs = [p for p in workspace.pipelines if p.spec_file == path and p.origin is None]
+    for group in workspace.duplicates:
+        if any(p.spec_file == path for p in group):
+            out.append(duplicate_line(group))
     for pipeline in specs:
         out.append(
             f"spec of pipeline {pipeline.project}/{pipeline.name} ({pipeline.where}): a change updates it"
@@ -70,3 +93,7 @@ def _templates(workspace: Workspace, path: str) -> list[str]:
                     "updated when its evaluated spec changes"
                 )
     return out
+
+
+def _inside(path: str, folder: str) -> bool:
+    return folder == "." or path.startswith(folder + "/")

@@ -90,3 +90,49 @@ def _base_templated(
         except InputError:
             continue
     return found
+
+
+def uncommitted_config(repo: Repo, reads_working_tree: bool | None) -> str | None:
+    """One line when the working tree's configuration is not the committed one (the one
+    plan, run, the hooks and CI read), saying which of the two this command reads."""
+    from pachhook.config import CONFIG_FILES, has_tool_table
+    from pachhook.repo.git import zsplit
+    from pachhook.repo.source import blob_id
+
+    listed = repo.git("ls-tree", "-z", "HEAD", "--", *CONFIG_FILES, check=False)
+    committed = {}
+    for record in zsplit(listed):
+        meta, _, path = record.partition("\t")
+        committed[path] = meta.split(" ")[-1]
+    for path in CONFIG_FILES:
+        try:
+            data: bytes | None = (repo.root / path).read_bytes()
+        except OSError:
+            data = None
+        oid = committed.get(path)
+        if (None if data is None else blob_id(data)) == oid:
+            continue
+        if path != CONFIG_FILES[0]:
+            # pyproject.toml matters only where it holds pachhook's table.
+            before = repo.git("cat-file", "blob", oid, check=False) if oid else ""
+            now = data.decode("utf-8", errors="replace") if data is not None else ""
+            if not has_tool_table(before) and not has_tool_table(now):
+                continue
+        state = (
+            "is not committed yet"
+            if oid is None
+            else "was deleted"
+            if data is None
+            else "has uncommitted changes"
+        )
+        if reads_working_tree is None:  # a command that reads no configuration
+            reads = "plan, run and the hooks read the committed one"
+        elif reads_working_tree:
+            reads = (
+                "this command reads the working tree's, while plan, run and the hooks read "
+                "the committed one"
+            )
+        else:
+            reads = "this command reads the committed one (add --working-tree to read yours)"
+        return f"note: {path} {state}; {reads}: commit it to use it everywhere"
+    return None

@@ -9,7 +9,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pachhook.config import files_read
+from pachhook.config import ImageConfig, ImageIndex, files_read
 from pachhook.errors import InputError
 from pachhook.pachyderm.specs import Pipeline, rewritten, spec_digest
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 BUILD, SKIP = "build", "skip"
 CREATE, UPDATE = "create", "update"
+BROKEN = "broken"  # an image that cannot be built from the source: reported, not built
+HELD = "held"  # a pipeline that would change but runs (or reads from) a broken image
 
 
 class Reason(NamedTuple):
@@ -43,15 +45,22 @@ class ImagePlan(NamedTuple):
     action: str
     reasons: tuple[Reason, ...]
     tag: str | None
+    config: ImageConfig | None = None  # for an image with no state (one that is broken)
 
     @property
     def reference(self) -> str | None:
         return f"{self.name}:{self.tag}" if self.tag else None
 
+    @property
+    def label(self) -> str:
+        config = self.state.config if self.state else self.config
+        return config.label if config else self.name
+
     def to_json(self) -> dict[str, Any]:
-        config = self.state.config if self.state else None
+        config = self.state.config if self.state else self.config
         return {
             "name": self.name,
+            "variant": config.variant if config else None,
             "context": config.context if config else None,
             "dockerfile": config.dockerfile_path if config else None,
             "target": config.target if config else None,
@@ -101,7 +110,15 @@ class Plan(NamedTuple):
 
     @property
     def deploys(self) -> tuple[PipelinePlan, ...]:
-        return tuple(p for p in self.pipelines if p.action != SKIP)
+        return tuple(p for p in self.pipelines if p.action not in (SKIP, HELD))
+
+    @property
+    def broken(self) -> tuple[ImagePlan, ...]:
+        return tuple(i for i in self.images if i.action == BROKEN)
+
+    @property
+    def held(self) -> tuple[PipelinePlan, ...]:
+        return tuple(p for p in self.pipelines if p.action == HELD)
 
     @property
     def nothing_to_do(self) -> bool:
@@ -117,6 +134,7 @@ class Plan(NamedTuple):
                 for p in self.removed
             ],
             "evaluated": self.evaluated,
+            "notes": list(self.notes),
         }
 
 
@@ -162,7 +180,7 @@ def make_plan(
     )
 
     image_plans: list[ImagePlan] = []
-    hits_by_image: dict[str, tuple[Reason, ...]] = {}
+    hits_by_image: dict[tuple[str, str | None], tuple[Reason, ...]] = {}
     for state in workspace.images:
         hits = sorted(changes.paths & (set(state.inputs) | set(state.removed_inputs)))
         reasons = tuple(
@@ -171,7 +189,7 @@ def make_plan(
         )
         if everything:
             reasons = (blanket, *reasons)
-        hits_by_image[state.repository] = reasons
+        hits_by_image[state.key] = reasons
         action = BUILD if reasons else SKIP
         if (
             action == BUILD
@@ -184,11 +202,44 @@ def make_plan(
             reasons = (Reason(None, "no input changed"),)
         image_plans.append(ImagePlan(state, state.name, action, reasons, state.tag))
 
-    by_repository = {s.repository: s for s in workspace.images}
+    broken_now: set[tuple[str, str | None]] = set()
+    for unbuildable in workspace.broken:
+        bad_context = unbuildable.config.context
+        inside = any(
+            bad_context == "."
+            or p == unbuildable.config.dockerfile_path
+            or p.startswith(bad_context + "/")
+            for p in changes.paths
+        )
+        # Reported as broken where the run would build it; else it waits, said so.
+        action = BROKEN if everything or inside else SKIP
+        if action == BROKEN:
+            broken_now.add(unbuildable.config.key)
+        said = (
+            unbuildable.error
+            if action == BROKEN
+            else f"cannot be built from this source: {unbuildable.error}"
+        )
+        image_plans.append(
+            ImagePlan(
+                None,
+                unbuildable.config.name,
+                action,
+                (Reason(None, said),),
+                None,
+                unbuildable.config,
+            )
+        )
+
+    index = ImageIndex([s.config for s in workspace.images])
+    broken_configs = [b.config for b in workspace.broken]
+    broken_index = ImageIndex(broken_configs)
     base = base_pipelines or {}
     pipeline_plans = []
+    held_outputs: set[tuple[str, str]] = set()
     for pipeline in dag_order(workspace.pipelines):
-        built = by_repository.get(pipeline.image_repository or "")
+        found = index.match(pipeline.image) if pipeline.image else None
+        built = workspace.images[found] if found is not None else None
         image_ref = f"{built.name}:{built.tag}" if built else pipeline.image
         why: list[Reason] = []
         if everything:
@@ -205,9 +256,17 @@ def make_plan(
                 what = "evaluated spec changed" if pipeline.origin else "spec changed"
                 why.append(Reason(touched[0], what))
         if built is not None:
-            for hit in hits_by_image[built.repository]:
+            for hit in hits_by_image[built.key]:
                 if hit.path is not None:
-                    why.append(Reason(hit.path, f"image {built.name} changed"))
+                    why.append(Reason(hit.path, f"image {built.config.label} changed"))
+        bad = broken_index.match(pipeline.image) if built is None and pipeline.image else None
+        blocker = _blocker(pipeline, bad, broken_configs, broken_now, held_outputs)
+        if why and blocker:
+            held_outputs.add(pipeline.key)
+            pipeline_plans.append(
+                PipelinePlan(pipeline, image_ref, None, HELD, (*why, Reason(None, blocker)), "")
+            )
+            continue
         # The digest of the spec as it would be applied: only worth computing where a
         # pipeline may be applied.
         desired = spec_digest(rewritten(pipeline, image_ref, {})) if why else ""
@@ -225,15 +284,52 @@ def make_plan(
             )
         )
 
-    removed = tuple(
-        p for key, p in sorted(base.items()) if key not in {q.key for q in workspace.pipelines}
-    )
+    present = {q.key for q in workspace.pipelines} | {g[0].key for g in workspace.duplicates}
+    removed = tuple(p for key, p in sorted(base.items()) if key not in present)
     return Plan(
         changed_files=tuple(sorted(changes.paths)),
         images=tuple(image_plans),
         pipelines=tuple(pipeline_plans),
         removed=removed,
+        notes=_notes(workspace),
     )
+
+
+def _blocker(
+    pipeline: Pipeline,
+    bad: int | None,
+    broken: list[ImageConfig],
+    broken_now: set[tuple[str, str | None]],
+    held_outputs: set[tuple[str, str]],
+) -> str | None:
+    """Why a pipeline must wait: it runs an image that cannot be built, or reads the
+    output of a pipeline that waits (its input repo may not exist yet)."""
+    if bad is not None and broken[bad].key in broken_now:
+        return f"held: its image {broken[bad].label} cannot be built (see above)"
+    upstream = sorted(f"{p}/{n}" for p, n in set(pipeline.inputs) & held_outputs)
+    if upstream:
+        return f"held: it reads {', '.join(upstream)}, which is held"
+    return None
+
+
+def _notes(workspace: Workspace) -> tuple[str, ...]:
+    """What the plan leaves out or cannot see, said once each."""
+    from pachhook.plan.workspace import duplicate_line
+
+    notes = [duplicate_line(group) for group in workspace.duplicates]
+    for state in workspace.images:
+        for url in state.urls:
+            if state.config.add_urls == "check":
+                why = 'its tag follows what the server says of it (add_urls = "check")'
+            else:
+                why = (
+                    "downloaded at build time; the tag does not follow its content (set "
+                    'add_urls = "check" on the image to follow it, or ADD a file of the repository)'
+                )
+            notes.append(
+                f"image {state.config.label}: ADD {url} ({state.config.dockerfile_path}): {why}"
+            )
+    return tuple(notes)
 
 
 def _pipeline_action(

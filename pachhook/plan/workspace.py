@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pachhook import globs
 from pachhook.config import Config, ImageConfig, load
 from pachhook.docker import buildkit
 from pachhook.docker import inputs as dockerfile
 from pachhook.docker.digest import ImageState, digest_tag, input_digest
-from pachhook.errors import InputError
+from pachhook.errors import InputError, Problems
 from pachhook.pachyderm.specs import Pipeline, is_spec_candidate, maybe_spec, parse_file
-from pachhook.repo.source import Source
+from pachhook.repo.source import Source, WorkingTreeSource
+
+MISSING_SOURCE = "does not exist in the build context"  # inputs.py's words for it
+BUILD_OUTPUT_HINT = (
+    "if it is a build output, build it first and run pachhook run --working-tree (which "
+    "reads the git-ignored files a Dockerfile names), or commit it"
+)
+
+
+@dataclass(frozen=True)
+class BrokenImage:
+    """An image that cannot be built from the source: the rest of the plan goes on."""
+
+    config: ImageConfig
+    error: str  # one line: file and line, what is wrong, what to do
+
 
 if TYPE_CHECKING:
     from pachhook.pachyderm.templates import Instance
@@ -26,9 +42,12 @@ class Workspace:
     source_label: str
     commit: str | None
     images: tuple[ImageState, ...]
-    pipelines: tuple[Pipeline, ...]
+    pipelines: tuple[Pipeline, ...]  # the duplicated ones left out
     spec_files: frozenset[str]
     templates: tuple[Instance, ...] = ()  # evaluated [[pipelines.template]] instances
+    broken: tuple[BrokenImage, ...] = ()
+    # Pipelines defined in more than one place: each group, reported and not planned.
+    duplicates: tuple[tuple[Pipeline, ...], ...] = ()
 
 
 def config_of(source: Source, env: Mapping[str, str]) -> Config:
@@ -67,6 +86,18 @@ def image_state(
     env: Mapping[str, str] | None = None,
 ) -> ImageState:
     _check_image(image, index, config, source)
+    builder = _builder(image, config, index, env)
+    return _state(image, config, source, missing, _analysis(image, source, builder))
+
+
+class _Analyzed(NamedTuple):
+    analysis: dockerfile.Analysis
+    paths: list[str]  # what the analysis saw: git's files, and build outputs where needed
+    outside_git: tuple[str, ...]
+    builder: str  # whose rules the analysis followed: the builder that builds it
+
+
+def _builder(image: ImageConfig, config: Config, index: int, env: Mapping[str, str] | None) -> str:
     builder = buildkit.resolve(image, os.environ if env is None else env)
     if image.secrets and builder != buildkit.BUILDKIT:
         raise InputError(
@@ -74,23 +105,65 @@ def image_state(
             f"BuildKit, and image {image.name} is built with the classic builder; set "
             'builder = "buildkit" (or "auto" with a Docker CLI that builds with BuildKit)'
         )
-    analysis = dockerfile.analyze(
-        image, source.paths, source.read, is_link=source.is_link, builder=builder
-    )
+    return builder
+
+
+def _analysis(image: ImageConfig, source: Source, builder: str) -> _Analyzed:
+    paths = source.paths
+    outside_git: tuple[str, ...] = ()
+    try:
+        analysis = dockerfile.analyze(
+            image, paths, source.read, is_link=source.is_link, builder=builder
+        )
+    except InputError as exc:
+        if MISSING_SOURCE not in exc.message:
+            raise
+        ignored = source.ignored(image.context) if isinstance(source, WorkingTreeSource) else []
+        if not ignored:
+            raise InputError(f"{exc.message}; {BUILD_OUTPUT_HINT}") from None
+        # A build output made before the run: read the folder as docker build would,
+        # with the git-ignored files its ignore file lets through.
+        paths = sorted({*paths, *ignored})
+        analysis = dockerfile.analyze(
+            image, paths, source.read, is_link=source.is_link, builder=builder
+        )
+        outside_git = tuple(p for p in analysis.inputs if p not in source.path_set)
+    return _Analyzed(analysis, paths, outside_git, builder)
+
+
+def _state(
+    image: ImageConfig, config: Config, source: Source, missing: frozenset[str], found: _Analyzed
+) -> ImageState:
+    analysis, paths, outside_git, builder = found
     inputs = analysis.inputs
     removed: tuple[str, ...] = ()
     context_missing = sorted(p for p in missing if _inside(p, image.context))
     if context_missing:
         # A deleted file changes the image when the Dockerfile would have copied it.
-        universe = sorted(set(source.paths) | set(context_missing))
+        universe = sorted(set(paths) | set(context_missing))
         with_missing = dockerfile.image_inputs(
             image, universe, source.read, is_link=source.is_link, builder=builder
         )
         removed = tuple(p for p in with_missing if p in missing)
     text = source.text(image.dockerfile_path) or ""
-    digest = input_digest(image, inputs, source.entry, text, builder)
-    tag = _tag(image, config, source, digest)
-    return ImageState(image, inputs, removed, digest, tag, builder, analysis.ignore_file)
+    digest = input_digest(image, inputs, source.content_entry, text, builder)
+    if analysis.urls and image.add_urls == "check":
+        from pachhook.docker.urls import url_versions
+
+        # The tag follows what the server says of each URL's content.
+        versions = url_versions(analysis.urls, image.dockerfile_path)
+        digest = hashlib.sha256(f"{digest}\0{versions}".encode()).hexdigest()
+    return ImageState(
+        image,
+        inputs,
+        removed,
+        digest,
+        _tag(image, config, source, digest),
+        builder,
+        analysis.ignore_file,
+        outside_git=outside_git,
+        urls=analysis.urls,
+    )
 
 
 def _tag(image: ImageConfig, config: Config, source: Source, digest: str) -> str:
@@ -98,9 +171,12 @@ def _tag(image: ImageConfig, config: Config, source: Source, digest: str) -> str
     configuration (the folder rather than the inputs, so that a commit deleting an input
     counts too). The working tree has no such commit: it keeps the digest tag."""
     if config.tag_policy != "git-sha":
-        return digest_tag(digest)
+        return digest_tag(digest, image.variant)
     paths = [image.context, image.dockerfile_path, *([config.path] if config.path else [])]
-    return source.last_commit_touching(paths) or digest_tag(digest)
+    commit = source.last_commit_touching(paths)
+    if commit is None:
+        return digest_tag(digest, image.variant)
+    return f"{image.variant}-{commit}" if image.variant else commit
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -108,15 +184,22 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def pipelines_at(
-    source: Source, config: Config, paths: Iterable[str] | None = None
+    source: Source,
+    config: Config,
+    paths: Iterable[str] | None = None,
+    problems: Problems | None = None,
 ) -> list[Pipeline]:
-    """The pipeline specs of `source` (or of just `paths`, where they are spec files)."""
+    """The pipeline specs of `source` (or of just `paths`, where they are spec files).
+    With `problems`, a bad file is recorded there and the others are still read."""
+    own = problems is None
+    problems = Problems() if problems is None else problems
     strict = config.pipelines.include is not None
     candidates = [
         p for p in (source.paths if paths is None else paths) if is_spec_candidate(p, config)
     ]
     if strict and paths is None:
-        _check_includes(config, candidates)
+        with problems.gather():
+            _check_includes(config, candidates, source.paths)
     found: list[Pipeline] = []
     for path in candidates:
         data = source.read(path)
@@ -124,9 +207,11 @@ def pipelines_at(
             continue
         try:
             found.extend(parse_file(path, data, config.pachyderm.project, strict=strict))
-        except InputError:
+        except InputError as exc:
             if strict or _looks_specific(data):
-                raise
+                problems.add(exc)
+    if own:
+        problems.check()
     return found
 
 
@@ -135,25 +220,59 @@ def _looks_specific(data: bytes) -> bool:
     return b'"pipeline"' in data or b"\npipeline:" in data or data.startswith(b"pipeline:")
 
 
-def _check_includes(config: Config, candidates: list[str]) -> None:
+def _check_includes(config: Config, candidates: list[str], paths: list[str]) -> None:
+    """Every include pattern names a file; one whose files are all excluded names them
+    too (that is how a file named by include is left out)."""
+    problems = Problems()
     for pattern in config.pipelines.include or ():
-        if not any(p == pattern or globs.matches(p, (pattern,)) for p in candidates):
-            where = config.path or "PACHYDERM_PIPELINE_FILES"
-            raise InputError(
-                f"{where}: pipelines.include: {pattern!r} matches no file; fix the pattern or the path"
+        if any(p == pattern or globs.matches(p, (pattern,)) for p in candidates):
+            continue
+        # Rare: look among every file, the excluded ones too.
+        if any(p == pattern or globs.matches(p, (pattern,)) for p in paths):
+            continue
+        where = config.path or "PACHYDERM_PIPELINE_FILES"
+        problems.add(
+            InputError(
+                f"{where}: pipelines.include: {pattern!r} matches no file; fix the pattern "
+                "or the path"
             )
+        )
+    problems.check()
 
 
-def check_unique(pipelines: Iterable[Pipeline]) -> None:
-    seen: dict[tuple[str, str], Pipeline] = {}
+def split_duplicates(
+    pipelines: Iterable[Pipeline],
+) -> tuple[list[Pipeline], list[tuple[Pipeline, ...]]]:
+    """(pipelines defined once, groups of pipelines defined more than once)."""
+    groups: dict[tuple[str, str], list[Pipeline]] = {}
     for pipeline in pipelines:
-        other = seen.get(pipeline.key)
-        if other is not None:
-            raise InputError(
-                f"{pipeline.where}: pipeline {pipeline.project}/{pipeline.name} is also defined at "
-                f"{other.where}; rename one of them"
-            )
-        seen[pipeline.key] = pipeline
+        groups.setdefault(pipeline.key, []).append(pipeline)
+    unique = [group[0] for group in groups.values() if len(group) == 1]
+    return unique, [tuple(group) for group in groups.values() if len(group) > 1]
+
+
+def duplicate_line(group: tuple[Pipeline, ...]) -> str:
+    first = group[0]
+    places = ", ".join(p.origin or p.where for p in group)
+    if any(p.origin for p in group):
+        # Templated instances are not files to exclude: their config entries are the choice.
+        files = ", ".join(
+            f'"{f}"' for f in dict.fromkeys(p.spec_file for p in group if not p.origin)
+        )
+        choose = "drop one of its [[pipelines.template]] instances" + (
+            f", or exclude [{files}] in [pipelines] exclude" if files else ""
+        )
+    else:
+        others = ", ".join(f'"{p.spec_file}"' for p in group[1:] if p.spec_file != first.spec_file)
+        choose = (
+            f"choose one with [pipelines] exclude = [{others}]"
+            if others
+            else "rename one of them (both are in one file)"
+        )
+    return (
+        f"pipeline {first.project}/{first.name} is defined {len(group)} times ({places}); "
+        f"it is left out of the plan: {choose}"
+    )
 
 
 def load_workspace(
@@ -165,21 +284,43 @@ def load_workspace(
 ) -> Workspace:
     """Everything pachhook knows of a source. `missing`: changed paths the source lacks."""
     config = config or config_of(source, env)
-    images = tuple(
-        image_state(img, config, source, i, missing, env) for i, img in enumerate(config.images)
-    )
-    pipelines = pipelines_at(source, config)
-    instances = template_instances(source, config)
-    pipelines += templated_pipelines(instances, config)
-    check_unique(pipelines)
+    problems = Problems()
+    analyzed: list[tuple[ImageConfig, _Analyzed]] = []
+    broken: list[BrokenImage] = []
+    for index, image in enumerate(config.images):
+        with problems.gather():
+            _check_image(image, index, config, source)
+            builder = _builder(image, config, index, env)
+            try:
+                analyzed.append((image, _analysis(image, source, builder)))
+            except InputError as exc:
+                # One image that cannot be built does not stop the others.
+                broken.append(BrokenImage(image, exc.message))
+    # The checkout rules of every input in one batch, before any digest asks for one.
+    source.checkout_rules(sorted({p for _, found in analyzed for p in found.analysis.inputs}))
+    images: list[ImageState] = []
+    for image, found in analyzed:
+        try:
+            images.append(_state(image, config, source, missing, found))
+        except InputError as exc:
+            broken.append(BrokenImage(image, exc.message))
+    pipelines = pipelines_at(source, config, problems=problems)
+    instances: list[Instance] = []
+    with problems.gather():
+        instances = template_instances(source, config)
+        pipelines += templated_pipelines(instances, config)
+    problems.check()
+    unique, duplicates = split_duplicates(pipelines)
     return Workspace(
         config=config,
         source_label=source.label,
         commit=source.commit,
-        images=images,
-        pipelines=tuple(pipelines),
+        images=tuple(images),
+        pipelines=tuple(unique),
         spec_files=frozenset(p.spec_file for p in pipelines),
         templates=tuple(instances),
+        broken=tuple(broken),
+        duplicates=tuple(duplicates),
     )
 
 

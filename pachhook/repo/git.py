@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 from pachhook.errors import InputError, PachhookError
 
@@ -32,14 +32,27 @@ def _call(
     input: bytes | None = None,
     timeout: float | None = None,
     remote: bool = False,
+    extra_env: Mapping[str, str] | None = None,
+    stdout: IO[bytes] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """The one place pachhook starts git: no optional locks, C locale, and for calls that
-    reach a remote, no prompt (no one is there to answer) and a deadline."""
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+    reach a remote, no prompt (no one is there to answer) and a deadline. `stdout`: a
+    file that takes the output (a large blob) instead of memory."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", **(extra_env or {})}
     if remote:
         env["GIT_TERMINAL_PROMPT"] = "0"
         timeout = REMOTE_TIMEOUT if timeout is None else timeout
     try:
+        if stdout is not None:
+            return subprocess.run(
+                ["git", *args],
+                cwd=cwd,
+                input=input,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                env=env,
+                timeout=timeout,
+            )
         return subprocess.run(
             ["git", *args], cwd=cwd, input=input, capture_output=True, env=env, timeout=timeout
         )
@@ -57,8 +70,9 @@ def run(
     input: bytes | None = None,
     timeout: float | None = None,
     remote: bool = False,
+    extra_env: Mapping[str, str] | None = None,
 ) -> str:
-    proc = _call(args, cwd, input=input, timeout=timeout, remote=remote)
+    proc = _call(args, cwd, input=input, timeout=timeout, remote=remote, extra_env=extra_env)
     if check and proc.returncode != 0:
         raise GitError(f"git {' '.join(args)}: {last_line(proc.stderr) or 'failed'}")
     return proc.stdout.decode("utf-8", errors="surrogateescape")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, NamedTuple, cast
 
 from pachhook.errors import PachhookError, one_line
-from pachhook.repo import git
+from pachhook.repo import checkout, git
 
 
 class Entry(NamedTuple):
@@ -87,8 +87,9 @@ class Source(ABC):
         """What an image built from this source records as its revision."""
 
     @abstractmethod
-    def folder(self, folder: str) -> FolderFiles:
-        """The files under `folder`, for one build to read (closed by the reader)."""
+    def folder(self, folder: str, extra: Sequence[str] = ()) -> FolderFiles:
+        """The files under `folder`, for one build to read (closed by the reader);
+        `extra`: files git ignores that the build reads too (the working tree's)."""
 
     def last_commit_touching(self, paths: Sequence[str]) -> str | None:
         """The last commit that changed any of `paths`; None where there are no commits
@@ -100,6 +101,43 @@ class Source(ABC):
             return self.entry(path).mode == "120000"
         except (KeyError, FileNotFoundError):
             return False
+
+    # -- what a checkout makes of a file (.gitattributes: Git LFS, eol, filters) --
+
+    @cached_property
+    def _attributes(self) -> bool:
+        return checkout.has_attributes(self.paths, self.repo.git_dir)
+
+    @cached_property
+    def _rules(self) -> dict[str, checkout.Rule | None]:
+        return {}
+
+    def checkout_rules(self, paths: Iterable[str]) -> dict[str, checkout.Rule]:
+        """The checkout rule of each of `paths` that has one. The paths not asked before
+        are asked of git in one batch: ask for many at once (a commit's attributes need
+        its tree read into an index, whatever the number of paths)."""
+        if not self._attributes:
+            return {}
+        paths = list(paths)
+        wanted = [p for p in paths if p not in self._rules]
+        if wanted:
+            commit = self.commit if self._committed else None
+            found = checkout.rules(self.repo.root, wanted, commit)
+            for path in wanted:
+                self._rules[path] = found.get(path)
+        return {p: rule for p in paths if (rule := self._rules.get(p)) is not None}
+
+    _committed = True  # rules come from the commit's .gitattributes
+
+    def content_entry(self, path: str) -> Entry:
+        """`entry`, with the id of what a checkout gives where a rule changes the content:
+        the input digest follows the files as `docker build` in a checkout sees them."""
+        entry = self.entry(path)
+        rule = self.checkout_rules([path]).get(path) if self._attributes else None
+        if rule is None or entry.mode == "120000":
+            return entry
+        clean = self.read(path) if rule.filter == "lfs" else None
+        return Entry(entry.mode, checkout.content_id(rule, entry.oid, clean))
 
     def text(self, path: str) -> str | None:
         data = self.read(path)
@@ -144,8 +182,8 @@ class CommitSource(Source):
     def entry(self, path: str) -> Entry:
         return self._entries[path]
 
-    def folder(self, folder: str) -> FolderFiles:
-        return CommitFiles(self.repo.root, self.commit, folder)
+    def folder(self, folder: str, extra: Sequence[str] = ()) -> FolderFiles:
+        return CommitFiles(self.repo.root, self.commit, folder, self)
 
     def last_commit_touching(self, paths: Sequence[str]) -> str | None:
         return self.repo.last_commit_touching(self.commit, paths)
@@ -237,8 +275,39 @@ class WorkingTreeSource(Source):
         self._hashed[path] = entry
         return entry
 
-    def folder(self, folder: str) -> FolderFiles:
-        return WorkingTreeFiles(self, folder)
+    def folder(self, folder: str, extra: Sequence[str] = ()) -> FolderFiles:
+        return WorkingTreeFiles(self, folder, extra)
+
+    _committed = False  # the working tree's .gitattributes
+
+    def content_entry(self, path: str) -> Entry:
+        entry = self.entry(path)
+        rule = self.checkout_rules([path]).get(path) if self._attributes else None
+        if rule is None or entry.mode == "120000":
+            return entry
+        if rule.filter != "lfs":
+            return Entry(entry.mode, checkout.content_id(rule, entry.oid, None))
+        indexed = self._index.get(path)
+        if indexed is not None and path not in self._worktree_status:
+            # Unchanged since checkout: the index's pointer names the content.
+            clean = self.repo.git("cat-file", "blob", indexed.oid).encode(
+                "utf-8", "surrogateescape"
+            )
+            return Entry(entry.mode, checkout.content_id(rule, indexed.oid, clean))
+        with open(self.repo.root / path, "rb") as handle:
+            head = handle.read(checkout.LFS_POINTER_MAX + 1)
+        oid = checkout.lfs_oid(head) or checkout.sha256_file(self.repo.root / path)
+        pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:" + oid.encode() + b"\n"
+        return Entry(entry.mode, checkout.content_id(rule, entry.oid, pointer))
+
+    def ignored(self, folder: str) -> list[str]:
+        """The files under `folder` that git ignores (build outputs, caches), sorted."""
+        listed = git.zsplit(
+            self.repo.git(
+                "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", folder
+            )
+        )
+        return sorted(p for p in listed if not p.endswith("/"))
 
 
 # -- a folder's files, for a build -----------------------------------------------------------
@@ -277,10 +346,12 @@ class CommitFiles(FolderFiles):
     """A commit's tree through GitPython: a repository object (and its cat-file processes)
     per build, so concurrent builds never share a stream."""
 
-    def __init__(self, root: Path, commit: str, folder: str) -> None:
+    def __init__(self, root: Path, commit: str, folder: str, source: Source | None = None) -> None:
         import git as gitpython
 
         self.folder = folder
+        self.source = source  # its checkout rules (Git LFS, eol, filters), when given
+        self._rules: dict[str, checkout.Rule] | None = None
         try:
             self._repo = gitpython.Repo(root)
             commit_object = self._repo.commit(commit)
@@ -301,7 +372,11 @@ class CommitFiles(FolderFiles):
         if top.type != "tree":
             return iter(())
         found = (getattr(item, "path", "") for item in top.traverse() if _is_blob(item))
-        return iter(sorted(str(path) for path in found))
+        listed = sorted(str(path) for path in found)
+        if self.source is not None and self._rules is None:
+            # Asked before any blob is streamed: GitPython's reader serves one at a time.
+            self._rules = self.source.checkout_rules(listed)
+        return iter(listed)
 
     def close(self) -> None:
         self._repo.close()
@@ -310,6 +385,7 @@ class CommitFiles(FolderFiles):
         import git as gitpython
         import gitdb.exc
 
+        rule = self._rule(path)
         blob = self.tree / path
         if blob.type != "blob":
             raise KeyError(path)
@@ -321,7 +397,21 @@ class CommitFiles(FolderFiles):
                 f"git: cannot read {path} of commit {self.commit[:12]} "
                 f"({one_line(str(exc), 120)}); fetch the missing objects and run again"
             ) from None
+        if rule is not None and int(blob.mode) != 0o120000:
+            # What a checkout writes: the LFS object, CRLF line endings, a filter's output.
+            source = cast(Source, self.source)
+            out = checkout.smudged(source.repo.root, source.repo.git_dir, path, stream.read(), rule)
+            size = out.seek(0, io.SEEK_END)
+            out.seek(0)
+            return int(blob.mode), size, out
         return int(blob.mode), int(stream.size), stream
+
+    def _rule(self, path: str) -> checkout.Rule | None:
+        if self.source is None:
+            return None
+        if self._rules is None:
+            list(self.files())
+        return (self._rules or {}).get(path)
 
 
 def _is_blob(item: object) -> bool:
@@ -333,28 +423,46 @@ class WorkingTreeFiles(FolderFiles):
     """The working tree: the files git lists (tracked and untracked, not git-ignored),
     which are also the files the input digest was computed from."""
 
-    def __init__(self, source: Source, folder: str) -> None:
+    def __init__(self, source: Source, folder: str, extra: Sequence[str] = ()) -> None:
         self.folder = folder
         self.source = source
+        self.extra = extra
         self.root = source.repo.root
         self.mtime = time.time()
         # Blob ids of what was actually packed: the files may change while they are read.
         self._packed: dict[str, _HashingReader] = {}
 
     def files(self) -> Iterator[str]:
-        return (p for p in self.source.paths if inside(p, self.folder) is not None)
+        listed = (p for p in self.source.paths if inside(p, self.folder) is not None)
+        if not self.extra:
+            return listed
+        return iter(
+            sorted({*listed, *(p for p in self.extra if inside(p, self.folder) is not None)})
+        )
 
     def open(self, path: str) -> tuple[int, int, IO[bytes]]:
         full = self.root / path
         info = full.lstat()
         raw: IO[bytes]
+        rule = None
         if os.path.islink(full):
             target = os.fsencode(os.readlink(full))
             mode, size, raw = 0o120000, len(target), io.BytesIO(target)
         else:
             mode = 0o100755 if info.st_mode & 0o100 else 0o100644
             size, raw = info.st_size, open(full, "rb")  # noqa: SIM115 - closed by the tar loop
-        reader = _HashingReader(raw, size)
+            rule = self.source.checkout_rules([path]).get(path)
+            if rule is not None and rule.filter == "lfs" and size <= checkout.LFS_POINTER_MAX:
+                head = raw.read(size)
+                raw.close()
+                if checkout.lfs_oid(head) is not None:
+                    # Checked out without git-lfs: the pointer, not the content, is on disk.
+                    raise PachhookError(
+                        f"{path} is a Git LFS pointer in the working tree, not its content; "
+                        "install git-lfs, run git lfs install and git lfs pull, then run again"
+                    )
+                raw = io.BytesIO(head)
+        reader = _HashingReader(raw, size, sha256=rule is not None and rule.filter == "lfs")
         self._packed[path] = reader
         return mode, size, cast(IO[bytes], reader)
 
@@ -364,7 +472,16 @@ class WorkingTreeFiles(FolderFiles):
         changed = []
         for path in inputs:
             reader = self._packed.get(path)
-            if reader is not None and reader.blob_id() != self.source.entry(path).oid:
+            if reader is None:
+                continue
+            expected = self.source.content_entry(path).oid
+            if expected.startswith("lfs:"):
+                # A Git LFS file's id is its content's sha256 (see checkout.content_id).
+                if not expected.startswith(f"lfs:{reader.sha256()}"):
+                    changed.append(path)
+            elif "+" in expected:
+                continue  # eol and filters: the id is the clean blob's, not the bytes on disk
+            elif reader.blob_id() != expected:
                 changed.append(path)
         return changed
 
@@ -372,17 +489,24 @@ class WorkingTreeFiles(FolderFiles):
 class _HashingReader:
     """A file being read, and the git blob id of the bytes read from it."""
 
-    def __init__(self, raw: IO[bytes], size: int) -> None:
+    def __init__(self, raw: IO[bytes], size: int, *, sha256: bool = False) -> None:
         self._raw = raw
         self._hasher = BlobHasher(size)
+        self._sha256 = hashlib.sha256() if sha256 else None
         self._size = size
         self._read = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self._raw.read(n)
         self._hasher.update(data)
+        if self._sha256 is not None:
+            self._sha256.update(data)
         self._read += len(data)
         return data
+
+    def sha256(self) -> str:
+        done = self._sha256 is not None and self._read == self._size
+        return self._sha256.hexdigest() if done and self._sha256 else ""
 
     def blob_id(self) -> str:
         if self._read != self._size:  # the file grew or shrank while it was read

@@ -20,6 +20,7 @@ from pachhook.errors import PachhookError
 from pachhook.pachyderm.specs import ANNOTATION_COMMIT, ANNOTATION_DIGEST, Pipeline, rewritten
 from pachhook.plan.planner import (
     BUILD,
+    HELD,
     SKIP,
     ImagePlan,
     PipelinePlan,
@@ -145,11 +146,11 @@ def execute(
         pipelines=(),
     )
     if not plan.evaluated or plan.nothing_to_do:
-        return replace(record, finished=time.time(), pipelines=_skipped(plan))
+        return _broken(replace(record, finished=time.time(), pipelines=_skipped(plan)), plan)
 
     # Pipelines to apply need their image in the registry, changed or not.
-    needed = {p.built_image for p in plan.deploys if p.built_image} if options.deploy else set()
-    wanted = [i for i in plan.images if i.action == BUILD or (i.name in needed and i.tag)]
+    needed = {p.image for p in plan.deploys if p.built_image} if options.deploy else set()
+    wanted = [i for i in plan.images if i.action == BUILD or (i.tag and i.reference in needed)]
     if options.dry_run:
         results = tuple(ImageResult(i.name, i.reference or i.name, "planned") for i in wanted)
         pipes = tuple(_result(p, "planned") for p in plan.pipelines)
@@ -166,18 +167,40 @@ def execute(
         return _failed(record, plan, f"image failed: {names}; no pipeline was updated")
     if not options.deploy or not options.push:
         why = options.held_because if not options.deploy else "--no-push: images are local only"
-        return replace(
-            record,
-            finished=time.time(),
-            pipelines=tuple(_result(p, "not applied") for p in plan.deploys),
-            notes=(f"pipelines not updated ({why})",),
+        return _broken(
+            replace(
+                record,
+                finished=time.time(),
+                pipelines=tuple(_result(p, "not applied") for p in plan.deploys),
+                notes=(f"pipelines not updated ({why})",),
+            ),
+            plan,
         )
     try:
-        return _deploy(record, planned, options, cluster(), progress)
+        return _broken(_deploy(record, planned, options, cluster(), progress), plan)
     except PachhookError as exc:
         # An unreachable cluster, a refused token or a failed transaction is this run's
         # outcome, not a crash: the record (and so the ledger) still says what was built.
         return _failed(record, plan, exc.message)
+
+
+def _broken(record: RunRecord, plan: Plan) -> RunRecord:
+    """Images that cannot be built from the source fail the run once the rest is done:
+    everything that does not depend on them was built and applied."""
+    if not plan.broken or record.error:
+        return record
+    names = ", ".join(i.label for i in plan.broken)
+    held = ", ".join(f"{p.pipeline.project}/{p.pipeline.name}" for p in plan.held)
+    first = plan.broken[0].reasons[0].why
+    return replace(
+        record,
+        finished=time.time(),
+        error=(
+            f"cannot build {names} from {record.source} ({first})"
+            + (f"; held: {held}" if held else "")
+            + "; everything else is done"
+        ),
+    )
 
 
 def _failed(record: RunRecord, plan: Plan, error: str) -> RunRecord:
@@ -270,7 +293,13 @@ def _result(p: PipelinePlan, status: str) -> PipelineResult:
         project=p.pipeline.project,
         name=p.pipeline.name,
         action=p.action,
-        status=status if p.action != SKIP or status == "planned" else "unchanged",
+        status=(
+            "held"
+            if p.action == HELD and status != "planned"
+            else status
+            if p.action != SKIP or status == "planned"
+            else "unchanged"
+        ),
         image=p.image,
         reasons=tuple(f"{r.path}: {r.why}" if r.path else r.why for r in p.reasons),
     )

@@ -29,22 +29,26 @@ def plan_lines(plan: Plan, *, verbose: bool = False) -> list[str]:
         )
         return lines
     shown_images = [i for i in plan.images if verbose or i.action != SKIP]
+    broken = len(plan.broken)
     lines.append(
-        f"images: {len(plan.builds)} to build, {len(plan.images) - len(plan.builds)} unchanged"
+        f"images: {len(plan.builds)} to build, "
+        f"{len(plan.images) - len(plan.builds) - broken} unchanged"
+        + (f", {broken} cannot be built" if broken else "")
     )
     for image in shown_images:
-        ref = image.reference or image.name
+        ref = image.reference or image.label
         lines.append(f"  {image.action:<7}{ref}  ({reasons_text(image.reasons)})")
     lines.append(
         f"pipelines (upstream first): {len(plan.deploys)} to apply, "
-        f"{len(plan.pipelines) - len(plan.deploys)} unchanged"
+        f"{len(plan.pipelines) - len(plan.deploys) - len(plan.held)} unchanged"
+        + (f", {len(plan.held)} held" if plan.held else "")
     )
     for pipeline in plan.pipelines:
         if not verbose and pipeline.action == SKIP:
             continue
         p = pipeline.pipeline
         lines.append(
-            f"  {pipeline.action:<7}{p.project}/{p.name}  {p.where}  -> {pipeline.image}  "
+            f"  {pipeline.action:<7}{p.project}/{p.name}  {p.where}  -> {image_text(pipeline.image)}  "
             f"({reasons_text(pipeline.reasons)})"
         )
     for p in plan.removed:
@@ -52,9 +56,16 @@ def plan_lines(plan: Plan, *, verbose: bool = False) -> list[str]:
             f"  removed {p.project}/{p.name}  (its spec is gone from {p.spec_file}; "
             "pachhook never deletes a pipeline: run `pachctl delete pipeline` if you mean it)"
         )
+    lines.extend(f"note: {note}" for note in plan.notes)
     if plan.nothing_to_do:
         lines.append("nothing to do")
     return lines
+
+
+def image_text(image: str | None) -> str:
+    """A pipeline's image; a spec without transform.image runs pachd's default image,
+    which pachhook neither builds nor sets."""
+    return image or "pachd's default image (the spec names no transform.image)"
 
 
 def record_lines(record: RunRecord) -> list[str]:
@@ -66,7 +77,7 @@ def record_lines(record: RunRecord) -> list[str]:
             lines.append(f"  full build log: {image.log_path}")
     applied = [p for p in record.pipelines if p.status == "applied"]
     for p in applied:
-        lines.append(f"pipeline {p.project}/{p.name}: {p.action}d -> {p.image}")
+        lines.append(f"pipeline {p.project}/{p.name}: {p.action}d -> {image_text(p.image)}")
     if record.transaction:
         lines.append(f"transaction {record.transaction}: {len(applied)} pipeline(s) applied")
     lines.extend(record.notes)
