@@ -386,12 +386,14 @@ def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -
     images.extend(_env_images(env, build) if not raw_images else ())
     with reader.problems.gather():
         _check_unique(images, reader)
-    reader.problems.check()
-
     pach = sections["pachyderm"]
     pipes = sections["pipelines"]
     hooks = sections["hooks"]
-    templates = _templates(pipes.get("template", []), reader)
+    templates: tuple[TemplateConfig, ...] = ()
+    with reader.problems.gather():
+        templates = _templates(pipes.get("template", []), reader)
+    reader.problems.check()
+
     include = pipes.get("include")
     if include is None and env.get("PACHYDERM_PIPELINE_FILES"):
         include = env["PACHYDERM_PIPELINE_FILES"].split()
@@ -466,7 +468,10 @@ def _templates(raw: Any, reader: _Reader) -> tuple[TemplateConfig, ...]:
     found = []
     for index, entry in enumerate(raw):
         where = f"pipelines.template[{index}]"
+        before = len(reader.problems.messages)
         reader.table(entry, TEMPLATE, where)
+        if len(reader.problems.messages) != before:
+            continue  # said already; the rest of it may not be what it should
         if "file" not in entry:
             raise reader.fail(where, 'has no file; add file = "templates/NAME.jsonnet"')
         file = normalize(entry["file"])

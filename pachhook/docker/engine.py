@@ -338,7 +338,7 @@ class Engine:
             LABEL_SOURCE: self.source_url,
             LABEL_DIGEST: state.digest,
         }
-        files = source.folder(cfg.context)
+        files = source.folder(cfg.context, state.outside_git)
         with tempfile.TemporaryDirectory(prefix="pachhook-context-") as tmp:
             try:
                 context = write_context_dir(files, cfg, Path(tmp))
