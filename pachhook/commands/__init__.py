@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 
 def add_selection(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("selection (default: HEAD against its upstream's merge-base)")
+    group = parser.add_argument_group(
+        "selection (default: HEAD against its upstream's merge-base; in CI, as --all)"
+    )
     group.add_argument(
         "--from", dest="from_ref", metavar="REF", help="compare from the merge-base with REF"
     )
@@ -39,6 +41,20 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration file, relative to the repository root "
+        "(default: pachhook.toml, else pyproject.toml)",
+    )
+    parser.add_argument(
+        "--summary",
+        metavar="FILE",
+        help="also append a Markdown summary to FILE (on GitHub: the job summary too)",
+    )
+
+
 def positive(text: str) -> int:
     try:
         value = int(text)
@@ -50,9 +66,13 @@ def positive(text: str) -> int:
 
 
 def selection(args: argparse.Namespace) -> Selection:
+    """The SELECTION given; in CI (CI=true or GITHUB_ACTIONS=true) none given means every
+    image and pipeline, decided by state (see repo/ci.py)."""
+    from pachhook.repo.ci import detect
     from pachhook.repo.selection import Selection
 
-    return Selection(args.from_ref, args.to_ref, args.working_tree, args.everything)
+    chosen = Selection(args.from_ref, args.to_ref, args.working_tree, args.everything)
+    return chosen if chosen.explicit else chosen._replace(ci=detect(os.environ))
 
 
 def repo() -> Repo:
@@ -69,8 +89,14 @@ def source_at(rev: str | None) -> Source:
     return CommitSource(found, found.resolve(rev)) if rev else WorkingTreeSource(found)
 
 
-def env() -> dict[str, str]:
-    return dict(os.environ)
+def env(args: argparse.Namespace | None = None) -> dict[str, str]:
+    """The environment, with what --config names (as PACHHOOK_CONFIG)."""
+    found = dict(os.environ)
+    if args is not None and getattr(args, "config", None):
+        from pachhook.config import CONFIG_VARIABLE
+
+        found[CONFIG_VARIABLE] = args.config
+    return found
 
 
 def out(line: str = "") -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_selection, env, out, print_json, repo, selection
+from pachhook.commands import add_config, add_selection, env, out, print_json, repo, selection
+
+DETAILED_EXITCODE = "--detailed-exitcode"
+CHANGES_PLANNED = 2  # with --detailed-exitcode, as `terraform plan` has it
 
 
 def register(subparsers: Any) -> None:
@@ -13,21 +16,55 @@ def register(subparsers: Any) -> None:
         "plan", help="print what a run would build and update, and why", description=__doc__
     )
     add_selection(parser)
-    parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "markdown"),
+        default="text",
+        help="text (default), json (one object), or markdown (as the CI job summary)",
+    )
+    parser.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="--format json"
+    )
+    parser.add_argument(
+        DETAILED_EXITCODE,
+        dest="detailed_exitcode",
+        action="store_true",
+        help="exit 0 when there is nothing to do, 2 when changes are planned, 1 on any error",
+    )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="list unchanged images and pipelines too"
     )
+    add_config(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pachhook.errors import PachhookError
     from pachhook.plan.load import plan_selection
+    from pachhook.run.github import CiReport
     from pachhook.run.report import plan_lines
+    from pachhook.run.summary import plan_markdown
 
-    planned = plan_selection(repo(), selection(args), env())
-    if args.json:
-        print_json(planned.plan.to_json())
+    environment = env(args)
+    report = CiReport.of(environment, args.summary, None)
+    report.start(environment)
+    try:
+        found = repo()
+        report = report.at(found.root)
+        planned = plan_selection(found, selection(args), environment)
+    except PachhookError as exc:
+        report.failed("plan", exc.message)
+        if args.detailed_exitcode:
+            exc.exit_code = 1  # 2 means "changes planned" here
+        raise
+    plan = planned.plan
+    if args.format == "json":
+        print_json(plan.to_json())
+    elif args.format == "markdown":
+        out(plan_markdown(plan.to_json()).rstrip("\n"))
     else:
-        for line in plan_lines(planned.plan, verbose=args.verbose):
+        for line in plan_lines(plan, verbose=args.verbose):
             out(line)
-    return 0
+    report.plan_done(plan)
+    changes = plan.evaluated and not plan.nothing_to_do
+    return CHANGES_PLANNED if args.detailed_exitcode and changes else 0

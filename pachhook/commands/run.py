@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_selection, env, positive, repo, selection
+from pachhook.commands import add_config, add_selection, env, positive, repo, selection
 
 
 def register(subparsers: Any) -> None:
@@ -39,11 +39,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the plan and the run's record as JSON"
     )
+    add_config(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pachhook.errors import PachhookError
     from pachhook.run.executor import RunOptions
+    from pachhook.run.github import CiReport
     from pachhook.run.runner import run_selection
 
     options = RunOptions(
@@ -53,7 +56,22 @@ def run(args: argparse.Namespace) -> int:
         reprocess=args.reprocess,
         jobs=args.jobs,
     )
-    record = run_selection(
-        repo(), selection(args), options, env(), trigger="cli", as_json=args.json
-    )
+    environment = env(args)
+    report = CiReport.of(environment, args.summary, None)
+    report.start(environment)
+    try:
+        found = repo()
+        report = report.at(found.root)
+        record = run_selection(
+            found,
+            selection(args),
+            options,
+            environment,
+            trigger="cli",
+            as_json=args.json,
+            ci=report,
+        )
+    except PachhookError as exc:
+        report.failed("run", exc.message)
+        raise
     return record.exit_code
