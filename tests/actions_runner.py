@@ -1041,6 +1041,7 @@ class StepRun:
     summary: str = ""  # raw contents of GITHUB_STEP_SUMMARY
     files: dict[str, Path] = field(default_factory=dict)  # output, env, path, step_summary, state
     errors: list[str] = field(default_factory=list)  # runner-side failures (file commands, ...)
+    seconds: float = 0.0  # wall time of the step's process
 
 
 @dataclass
@@ -1320,9 +1321,11 @@ class _Session:
                 f"##[error]An error occurred trying to start process '{bash}' with working directory '{working_directory}'. No such file or directory"
             )
         else:
+            started = time.monotonic()
             record.exit_code, lines = self._execute(
                 record.argv, working_directory, process_env, step.label
             )
+            record.seconds = time.monotonic() - started
             record.stdout = "".join(text for stream, text in lines if stream == "stdout")
             record.stderr = "".join(text for stream, text in lines if stream == "stderr")
             self._commands(step, record, lines)

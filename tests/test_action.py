@@ -333,3 +333,26 @@ def test_the_constraints_hold_every_dependency_at_one_version() -> None:
     for requirement in declared:
         name = requirement.split(">")[0].split("<")[0].split("=")[0].strip().lower()
         assert name.replace("_", "-") in pinned, requirement
+
+
+@pytest.mark.parametrize("name", ["push.yaml", "pull-request.yaml"])
+def test_the_examples_use_the_actions_own_inputs_and_outputs(name: str) -> None:
+    import re
+
+    import yaml
+
+    text = (ROOT / "examples" / "github-actions" / name).read_text()
+    workflow = yaml.safe_load(text)
+    uses = [
+        (job_id, step)
+        for job_id, job in workflow["jobs"].items()
+        for step in job["steps"]
+        if str(step.get("uses", "")).endswith("/pachhook@v1")
+    ]
+    assert uses, name
+    inputs = {i.name for i in ACTION.inputs.values()}
+    outputs = {o.name for o in ACTION.outputs.values()}
+    for _, step in uses:
+        assert set(step.get("with", {})) <= inputs, step
+        for referred in re.findall(rf"steps\.{step['id']}\.outputs\.([\w-]+)", text):
+            assert referred in outputs, referred
