@@ -13,9 +13,10 @@ per image, on a bare remote. The action's first run deploys everything. Then, ea
     tests/actions_runner.py as a runner runs it, in a `git clone --depth 1` made as
     actions/checkout makes it, its pachhook already in the tool cache): it decides by
     state, builds and pushes the one image, updates its one pipeline;
-(b) another commit touches the same image; the engine is emptied again; the seed's
-    workflow in a process of its own: build each of the 10 images, tag it with the commit
-    SHA, push it, and re-submit every spec with `transform.image` set to that tag.
+(b) for the same commit, the engine emptied again, the seed's workflow in a process of
+    its own: build each of the 10 images, tag it with the commit SHA, push it, and
+    re-submit every spec with `transform.image` set to that tag, to a pachd double of its
+    own (its SHA tags leave pachhook's tags alone; its specs would be drift to pachhook).
 
 Medians over the rounds, interleaved. Not timed on either side: the checkout, and what
 each installs before its work (the action's pip install, printed once; the seed builds
@@ -157,11 +158,13 @@ def main() -> None:
     root = services.short_tempdir("cibench-")
     engine = registry = None
     double = PachdDouble(token=TOKEN).start()
+    seeds_double = PachdDouble(token=TOKEN).start()
     try:
         engine = services.start_docker_engine(root / "engine")
         services.ensure_base_image(engine)
         registry = services.start_registry(root / "registry")
         double.create_repo("raw")
+        seeds_double.create_repo("raw")
         repo = root / "repo"
         repo.mkdir()
         images = make_repo(repo, registry.address)
@@ -185,7 +188,7 @@ def main() -> None:
         for r in range(args.rounds):
             name, context, _ = images[(3 * r + 1) % len(images)]
             before = bench_build.git(repo, "rev-parse", "HEAD")
-            sha = bench_build.touch(repo, context, f"action round {r}")
+            sha = bench_build.touch(repo, context, f"round {r}")
             bench_build.git(repo, "push", "-q", "origin", "main")
             empty_engine(engine)
             elapsed, result = run_job(ROOT, origin, root, sha, before, r + 1, env, cache)
@@ -194,9 +197,8 @@ def main() -> None:
             assert json.loads(result.outputs["pipelines"]) == [f"default/app{(3 * r + 1) % 10:02d}"]
             ours.append(elapsed)
 
-            sha = bench_build.touch(repo, context, f"seed round {r}")
             empty_engine(engine)
-            seeds.append(seed(engine.host, images, sha, double.address))
+            seeds.append(seed(engine.host, images, sha, seeds_double.address))
 
         med_ours, med_seed = statistics.median(ours), statistics.median(seeds)
         print(f"repository: {len(images)} images, {len(images)} pipelines; engine {engine.host}")
@@ -220,6 +222,7 @@ def main() -> None:
         )
     finally:
         double.stop()
+        seeds_double.stop()
         if registry is not None:
             registry.stop()
         if engine is not None:

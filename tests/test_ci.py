@@ -287,8 +287,16 @@ def test_run_markdown_reports_the_record() -> None:
     text = run_markdown(plan, run)
     assert text.splitlines()[0] == "### pachhook run: images 1 built; pipelines 1 created"
     assert "commit `ffffffffffff` · 2.5 s · transaction `t1` · 0 changed files" in text
-    assert "| `r/app:ph-1` | built in 2.0 s | CI: decided by state |" in text
-    assert "| `default/p` | created | x.json: new spec |" in text
+    assert (
+        "| `r/app:ph-1` | built in 2.0 s | no image with these inputs in the registry; "
+        "CI: decided by state |"
+    ) in text
+    assert "| `default/p` | created | not on the cluster; x.json: new spec |" in text
+    # A reason every row gives is said once, above the tables.
+    run["pipelines"][0]["reasons"].append("CI: decided by state")
+    text = run_markdown(plan, run)
+    assert "· 0 changed files · CI: decided by state\n" in text
+    assert "| `default/p` | created | not on the cluster; x.json: new spec |" in text
 
 
 def test_workflow_commands_are_escaped_and_locations_found(tmp_path: Path) -> None:

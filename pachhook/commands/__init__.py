@@ -41,7 +41,8 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_config(parser: argparse.ArgumentParser) -> None:
+def add_ci_options(parser: argparse.ArgumentParser) -> None:
+    """--config and --summary, for plan and run (what a CI job needs to say)."""
     parser.add_argument(
         "--config",
         metavar="FILE",

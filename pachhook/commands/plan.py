@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_config, add_selection, env, out, print_json, repo, selection
+from pachhook.commands import add_ci_options, add_selection, env, out, print_json, repo, selection
 
 DETAILED_EXITCODE = "--detailed-exitcode"
 CHANGES_PLANNED = 2  # with --detailed-exitcode, as `terraform plan` has it
@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="list unchanged images and pipelines too"
     )
-    add_config(parser)
+    add_ci_options(parser)
     parser.set_defaults(func=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_config, add_selection, env, positive, repo, selection
+from pachhook.commands import add_ci_options, add_selection, env, positive, repo, selection
 
 
 def register(subparsers: Any) -> None:
@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the plan and the run's record as JSON"
     )
-    add_config(parser)
+    add_ci_options(parser)
     parser.set_defaults(func=run)
 
 

@@ -24,53 +24,51 @@ IMAGE_WORDS = {
     "failed": "failed",
     "planned": "planned",
 }
-PIPELINE_WORDS = {"skip": "unchanged", "not applied": "not applied"}
+PIPELINE_WORDS = {"skip": "unchanged"}
 PAST = {"create": "created", "update": "updated"}
+# What a run's result says about the registry or the cluster, beside the plan's reasons.
+IMAGE_STATE = {
+    "built": "no image with these inputs in the registry",
+    "exists": "built before, from the same inputs",
+}
+PIPELINE_STATE = {"create": "not on the cluster", "update": "the cluster runs another spec"}
+
+Reason = tuple[str | None, str]  # (path, why)
+
+
+class Row(NamedTuple):
+    name: str
+    word: str  # what happens to it, counted in the headline
+    detail: str  # what follows the word: a time, an error
+    reasons: tuple[Reason, ...]
 
 
 def plan_markdown(plan: Mapping[str, Any], *, title: str = "pachhook plan") -> str:
     """What a run would do, and why."""
     images = [_plan_image(i) for i in plan.get("images", [])]
     pipelines = [_plan_pipeline(p) for p in plan.get("pipelines", [])]
-    lines = [f"### {title}: {_headline(images, pipelines, plan)}", ""]
-    lines += _facts(plan, None)
-    lines += _tables(images, pipelines)
-    lines += _removed(plan)
-    return "\n".join(lines).rstrip() + "\n"
+    return _document(
+        f"{title}: {_headline(images, pipelines, plan)}", plan, None, images, pipelines
+    )
 
 
 def run_markdown(plan: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     """What a run did, and why; the plan gives the reasons of the images."""
-    why = {i.get("name"): i.get("reasons", []) for i in plan.get("images", [])}
+    why = {i.get("name"): _reasons_of(i.get("reasons", [])) for i in plan.get("images", [])}
     ran = {i.get("name") for i in run.get("images", [])}
-    images = [
-        Row(
-            _code(i.get("reference") or i.get("name")),
-            _word(IMAGE_WORDS, i.get("status")),
-            _image_detail(i),
-            _reasons(why.get(i.get("name"), [])),
-        )
-        for i in run.get("images", [])
-    ]
+    images = [_run_image(i, why.get(i.get("name"), ())) for i in run.get("images", [])]
     # Images the run had no need to look at: the plan says why.
     images += [_plan_image(i) for i in plan.get("images", []) if i.get("name") not in ran]
     pipelines = [_run_pipeline(p) for p in run.get("pipelines", [])]
     failed = bool(run.get("error"))
-    title = "pachhook run failed" if failed else "pachhook run"
     headline = _headline(images, pipelines, plan)
     did = any(i.get("status") == "built" for i in run.get("images", [])) or any(
         p.get("status") == "applied" for p in run.get("pipelines", [])
     )
     if not failed and not did and plan.get("evaluated") is not False:
         headline = f"nothing to do ({headline})"
-    lines = [f"### {title}: {headline}", ""]
-    lines += _facts(plan, run)
-    if failed:
-        lines += [f"**Error:** {_cell(str(run['error']))}", ""]
-    lines += _tables(images, pipelines)
-    lines += [f"- {_cell(str(note))}" for note in run.get("notes", [])]
-    lines += _removed(plan)
-    return "\n".join(lines).rstrip() + "\n"
+    title = f"pachhook run{' failed' if failed else ''}: {headline}"
+    return _document(title, plan, run, images, pipelines)
 
 
 def error_markdown(command: str, message: str) -> str:
@@ -78,53 +76,81 @@ def error_markdown(command: str, message: str) -> str:
     return f"### pachhook {command} failed\n\n{_cell(message)}\n"
 
 
-class Row(NamedTuple):
-    name: str  # Markdown already
-    word: str  # what happens to it, counted in the headline
-    detail: str  # what follows the word: a time, an error
-    why: str  # Markdown already
-
-    def line(self) -> str:
-        return f"| {self.name} | {_cell(self.word + self.detail)} | {self.why} |"
+def _document(
+    title: str,
+    plan: Mapping[str, Any],
+    run: Mapping[str, Any] | None,
+    images: list[Row],
+    pipelines: list[Row],
+) -> str:
+    # A reason every row gives (CI's "decided by state", a changed config) is said once.
+    rows = images + pipelines
+    shared = (
+        [r for r in rows[0].reasons if r[0] is None and all(r in x.reasons for x in rows)]
+        if len(rows) > 1
+        else []
+    )
+    lines = [f"### {title}", ""]
+    lines += [" · ".join(_facts(plan, run) + [_cell(why) for _, why in shared]), ""]
+    if run is not None and run.get("error"):
+        lines += [f"**Error:** {_cell(str(run['error']))}", ""]
+    for heading, table in (("image", images), ("pipeline (upstream first)", pipelines)):
+        if table:
+            lines += [f"| {heading} | | why |", "| --- | --- | --- |"]
+            lines += [_line(row, shared) for row in table[:MAX_ROWS]]
+            if len(table) > MAX_ROWS:
+                lines.append(f"| … and {len(table) - MAX_ROWS} more | | |")
+            lines.append("")
+    if run is not None:
+        lines += [f"- {_cell(str(note))}" for note in run.get("notes", [])]
+    for p in plan.get("removed_pipelines", []):
+        name = f"{p.get('project')}/{p.get('name')}"
+        lines.append(
+            f"- {_code(name)}: its spec is gone from {_code(p.get('spec_file'))}; "
+            "pachhook never deletes a pipeline"
+        )
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _plan_image(image: Mapping[str, Any]) -> Row:
-    name = image.get("name", "")
-    tag = image.get("tag")
-    ref = f"{name}:{tag}" if tag else name
+    name, tag = image.get("name", ""), image.get("tag")
     word = _word(IMAGE_WORDS, image.get("action"))
-    return Row(_code(ref), word, "", _reasons(image.get("reasons", [])))
+    return Row(f"{name}:{tag}" if tag else name, word, "", _reasons_of(image.get("reasons", [])))
 
 
-def _image_detail(image: Mapping[str, Any]) -> str:
+def _run_image(image: Mapping[str, Any], reasons: tuple[Reason, ...]) -> Row:
+    status = str(image.get("status"))
     seconds = image.get("seconds")
-    detail = ""
-    if image.get("status") == "built" and isinstance(seconds, int | float):
-        detail = f" in {seconds:.1f} s"
+    timed = status == "built" and isinstance(seconds, int | float)
+    detail = f" in {seconds:.1f} s" if timed else ""
     if image.get("error"):
         detail += f": {image['error']}"
-    return detail
+    state = ((None, IMAGE_STATE[status]),) if status in IMAGE_STATE else ()
+    name = image.get("reference") or image.get("name")
+    return Row(str(name), _word(IMAGE_WORDS, status), detail, state + reasons)
 
 
 def _plan_pipeline(pipeline: Mapping[str, Any]) -> Row:
     name = f"{pipeline.get('project')}/{pipeline.get('name')}"
     action = pipeline.get("action")
     word = f"to {action}" if action in PAST else _word(PIPELINE_WORDS, action)
-    return Row(_code(name), word, "", _reasons(pipeline.get("reasons", [])))
+    return Row(name, word, "", _reasons_of(pipeline.get("reasons", [])))
 
 
 def _run_pipeline(pipeline: Mapping[str, Any]) -> Row:
     name = f"{pipeline.get('project')}/{pipeline.get('name')}"
-    action, status = pipeline.get("action"), pipeline.get("status")
+    action, status = str(pipeline.get("action")), pipeline.get("status")
+    state: tuple[Reason, ...] = ()
     if status == "applied":
-        word = PAST.get(str(action), f"{action} applied")
+        word = PAST.get(action, f"{action} applied")
+        state = ((None, PIPELINE_STATE[action]),) if action in PIPELINE_STATE else ()
     elif status == "planned":
         word = f"to {action}" if action in PAST else _word(PIPELINE_WORDS, action)
     elif status == "not applied" and action in PAST:
-        word = f"not {PAST[str(action)]}"
+        word = f"not {PAST[action]}"
     else:
-        word = _word(PIPELINE_WORDS, status)
-    return Row(_code(name), word, "", _reasons(pipeline.get("reasons", [])))
+        word = str(status)
+    return Row(name, word, "", state + _reasons_of(pipeline.get("reasons", [])))
 
 
 def _headline(images: list[Row], pipelines: list[Row], plan: Mapping[str, Any]) -> str:
@@ -134,8 +160,7 @@ def _headline(images: list[Row], pipelines: list[Row], plan: Mapping[str, Any]) 
     for what, rows in (("image", images), ("pipeline", pipelines)):
         counts = Counter(row.word for row in rows)
         if counts:
-            listed = ", ".join(f"{n} {word}" for word, n in counts.items())
-            parts.append(f"{what}s {listed}")
+            parts.append(f"{what}s " + ", ".join(f"{n} {word}" for word, n in counts.items()))
     return "; ".join(parts) or "nothing to do (no images, no pipelines)"
 
 
@@ -149,52 +174,29 @@ def _facts(plan: Mapping[str, Any], run: Mapping[str, Any] | None) -> list[str]:
             facts.append(f"{finished - started:.1f} s")
         if run.get("transaction"):
             facts.append(f"transaction `{run['transaction']}`")
-    changed = plan.get("changed_files", [])
-    facts.append(f"{len(changed)} changed file{'' if len(changed) == 1 else 's'}")
-    return [" · ".join(facts), ""]
+    changed = len(plan.get("changed_files", []))
+    facts.append(f"{changed} changed file{'' if changed == 1 else 's'}")
+    return facts
 
 
-def _tables(images: list[Row], pipelines: list[Row]) -> list[str]:
-    lines: list[str] = []
-    if images:
-        lines += ["| image | | why |", "| --- | --- | --- |"]
-        lines += _rows(images)
-        lines.append("")
-    if pipelines:
-        lines += ["| pipeline (upstream first) | | why |", "| --- | --- | --- |"]
-        lines += _rows(pipelines)
-        lines.append("")
-    return lines
+def _line(row: Row, shared: list[Reason]) -> str:
+    reasons = [r for r in row.reasons if r not in shared]
+    parts = [f"{_code(path)}: {_cell(why)}" if path else _cell(why) for path, why in reasons]
+    if len(parts) > MAX_REASONS:
+        parts = [*parts[:MAX_REASONS], f"and {len(parts) - MAX_REASONS} more"]
+    return f"| {_code(row.name)} | {_cell(row.word + row.detail)} | {'; '.join(parts)} |"
 
 
-def _rows(rows: list[Row]) -> list[str]:
-    out = [row.line() for row in rows[:MAX_ROWS]]
-    if len(rows) > MAX_ROWS:
-        out.append(f"| … and {len(rows) - MAX_ROWS} more | | |")
-    return out
-
-
-def _removed(plan: Mapping[str, Any]) -> list[str]:
-    removed = plan.get("removed_pipelines", [])
-    return [
-        f"- {_code(str(p.get('project')) + '/' + str(p.get('name')))}: its spec is gone from "
-        f"{_code(p.get('spec_file'))}; pachhook never deletes a pipeline"
-        for p in removed
-    ]
-
-
-def _reasons(reasons: Iterable[Any]) -> str:
-    items = list(reasons)
-    parts = []
-    for reason in items[:MAX_REASONS]:
+def _reasons_of(reasons: Iterable[Any]) -> tuple[Reason, ...]:
+    """The plan's {"path", "why"} objects, or a run record's "path: why" texts."""
+    out: list[Reason] = []
+    for reason in reasons:
         if isinstance(reason, Mapping):
-            path, why = reason.get("path"), reason.get("why", "")
-        else:  # "path: why" as a run record keeps them
-            path, why = None, str(reason)
-        parts.append(f"{_code(path)}: {_cell(str(why))}" if path else _cell(str(why)))
-    if len(items) > MAX_REASONS:
-        parts.append(f"and {len(items) - MAX_REASONS} more")
-    return "; ".join(parts)
+            path = reason.get("path")
+            out.append((str(path) if path else None, str(reason.get("why", ""))))
+        else:
+            out.append((None, str(reason)))
+    return tuple(out)
 
 
 def _word(words: Mapping[str, str], value: Any) -> str:
@@ -208,4 +210,4 @@ def _code(text: Any) -> str:
 
 def _cell(text: str) -> str:
     """Text that stays in its table cell and on its line."""
-    return " ".join(text.replace("|", "\\|").split())
+    return " ".join(str(text).replace("|", "\\|").split())
