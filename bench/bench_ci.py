@@ -1,7 +1,7 @@
 """CI on a fresh runner: the seed's workflow beside the pachhook action, one commit touching
 one of 10 images.
 
-    python bench/bench_ci.py [--rounds N]
+    python bench/bench_ci.py [--rounds N] [--install-seconds S]
 
 Starts its own Docker engine, registry and pachd double (tests/services.py,
 tests/pachd_double.py) and stops them. The repository has 10 images (bench_build.py's
@@ -21,6 +21,12 @@ per image, on a bare remote. The action's first run deploys everything. Then, ea
 Medians over the rounds, interleaved. Not timed on either side: the checkout, and what
 each installs before its work (the action's pip install, printed once; the seed builds
 a pachctl image in its own workflow).
+
+Nothing can be downloaded here, so an image's dependency step (bench_build's
+`RUN ... > installed.txt`, next to `COPY requirements.txt`) costs almost nothing, where on
+a hosted runner it downloads and installs packages (a `pip install numpy pandas` takes
+tens of seconds there). `--install-seconds S` (default 10) makes that step wait S
+seconds first, as a download would (no CPU); `--install-seconds 0` leaves it as it is.
 """
 
 from __future__ import annotations
@@ -83,9 +89,11 @@ def empty_engine(engine: services.DockerEngine) -> None:
         client.close()
 
 
-def make_repo(root: Path, registry: str) -> list[tuple[str, Path, Path]]:
+def make_repo(root: Path, registry: str, install: int) -> list[tuple[str, Path, Path]]:
     """bench_build's 10 apps, a pipeline spec each; (image, context, spec) per image."""
     images = bench_build.make_repo(root, registry)
+    dockerfile = bench_build.DOCKERFILE.replace("RUN i=0;", f"RUN sleep {install}; i=0;")
+    assert install == 0 or dockerfile != bench_build.DOCKERFILE
     out = []
     include = []
     for n, (name, context) in enumerate(images):
@@ -94,6 +102,8 @@ def make_repo(root: Path, registry: str) -> list[tuple[str, Path, Path]]:
             "input": {"pfs": {"repo": "raw", "glob": "/*"}},
             "transform": {"image": f"{name}:seed", "cmd": ["sh", "-c", "cat manifest.txt"]},
         }
+        if install:
+            (context / "Dockerfile").write_text(dockerfile)
         path = root / "pipelines" / f"app{n:02d}.json"
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(spec, indent=2) + "\n")
@@ -153,6 +163,13 @@ def seed(host: str, images: list[tuple[str, Path, Path]], sha: str, pachd: str) 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--log", help="write the last round's pachhook output to this file")
+    parser.add_argument(
+        "--install-seconds",
+        type=int,
+        default=10,
+        help="seconds each image's dependency step waits, as a download would (default 10)",
+    )
     args = parser.parse_args()
 
     root = services.short_tempdir("cibench-")
@@ -167,7 +184,7 @@ def main() -> None:
         seeds_double.create_repo("raw")
         repo = root / "repo"
         repo.mkdir()
-        images = make_repo(repo, registry.address)
+        images = make_repo(repo, registry.address, args.install_seconds)
         origin = root / "origin.git"
         subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
         bench_build.git(repo, "remote", "add", "origin", str(origin))
@@ -196,9 +213,14 @@ def main() -> None:
             assert [p.rsplit(":", 1)[0] for p in pushed] == [name], pushed
             assert json.loads(result.outputs["pipelines"]) == [f"default/app{(3 * r + 1) % 10:02d}"]
             ours.append(elapsed)
+            steps = ", ".join(f"{s.id or 'cleanup'} {s.seconds:.1f}" for s in result.steps)
+            print(f"  round {r}: action {elapsed:.1f} s ({steps})", flush=True)
+            if args.log:
+                Path(args.log).write_text(result.step("pachhook").stderr)
 
             empty_engine(engine)
             seeds.append(seed(engine.host, images, sha, seeds_double.address))
+            print(f"  round {r}: seed {seeds[-1]:.1f} s", flush=True)
 
         med_ours, med_seed = statistics.median(ours), statistics.median(seeds)
         print(f"repository: {len(images)} images, {len(images)} pipelines; engine {engine.host}")
@@ -206,7 +228,10 @@ def main() -> None:
             f"first action run (installs pachhook, builds all {len(images)}, creates "
             f"{len(images)} pipelines): {first:6.1f} s (its install step: {install.seconds:.1f} s)"
         )
-        print(f"rounds: {args.rounds}; one commit touches one image; empty engine each time")
+        print(
+            f"rounds: {args.rounds}; one commit touches one image; empty engine each time; "
+            f"dependency step waits {args.install_seconds} s"
+        )
         print(
             f"(a) the action (decides by state; builds 1 of {len(images)}, updates 1 pipeline): "
             f"{med_ours:6.1f} s  ({min(ours):.1f}-{max(ours):.1f})"
