@@ -22,6 +22,7 @@ Medians over the rounds, interleaved. Not timed on either side: the checkout, an
 each installs before its work (the action's pip install, printed once; the seed builds
 a pachctl image in its own workflow).
 
+Each app pins a dependency of its own, so no two images share their dependency layer.
 Nothing can be downloaded here, so an image's dependency step (bench_build's
 `RUN ... > installed.txt`, next to `COPY requirements.txt`) costs almost nothing, where on
 a hosted runner it downloads and installs packages (a `pip install numpy pandas` takes
@@ -104,6 +105,10 @@ def make_repo(root: Path, registry: str, install: int) -> list[tuple[str, Path, 
         }
         if install:
             (context / "Dockerfile").write_text(dockerfile)
+        # Apps pin dependencies of their own: no two share the dependency layer, as in a
+        # real repository (identical ones would let the builder reuse one for all ten).
+        requirements = context / "requirements.txt"
+        requirements.write_text(requirements.read_text() + f"app{n:02d}-helpers==1.{n}\n")
         path = root / "pipelines" / f"app{n:02d}.json"
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(spec, indent=2) + "\n")

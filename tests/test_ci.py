@@ -315,3 +315,39 @@ def test_workflow_commands_are_escaped_and_locations_found(tmp_path: Path) -> No
     error = "build failed at step 4/4 (RUN false): returned 1"
     assert github.dockerfile_line(dockerfile, error) == 6
     assert github.dockerfile_line(dockerfile, "build failed: no step") is None
+
+
+# -- a whole run on GitHub, deploy only (pipelines of images pachhook does not build) --------------
+
+
+def test_run_json_on_github_decides_by_state_and_reports(spec_repo: Any, tmp_path: Path) -> None:
+    from tests.e2e import Repo
+
+    repo: Repo = spec_repo
+    env = github_env(tmp_path, CI="true")
+    proc = repo.run("run", "--json", **env)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)["run"]  # standard output is the JSON alone
+    names = [f"{repo.project}/{n}" for n in ("clean", "features", "stats", "report")]
+    assert outputs(tmp_path) == {
+        "images": "[]",
+        "pipelines": json.dumps(names),
+        "transaction": record["transaction"],
+        "changed": "true",
+    }
+    assert repo.versions() == {"clean": 1, "features": 1, "stats": 1, "report": 1}
+    summary = (tmp_path / "summary").read_text()
+    assert summary.count("| created | not on the cluster") == 4, summary
+    token = repo.pachd.token
+    if token:
+        assert f"::add-mask::{token}" in proc.stderr.splitlines()
+        assert token not in proc.stdout + summary + (tmp_path / "out").read_text()
+
+    # The same commit again: the cluster runs these specs; nothing to do, and it says so.
+    env = github_env(tmp_path, CI="true")
+    proc = repo.run("run", **env)
+    assert proc.returncode == 0, proc.stderr
+    assert outputs(tmp_path)["changed"] == "false"
+    assert outputs(tmp_path)["pipelines"] == "[]"
+    assert (tmp_path / "summary").read_text().startswith("### pachhook run: nothing to do")
+    assert repo.versions() == {"clean": 1, "features": 1, "stats": 1, "report": 1}
