@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from pachhook.repo.git import Repo
     from pachhook.repo.selection import Selection
     from pachhook.repo.source import Source
+    from pachhook.run.github import CiReport
 
 
 def add_selection(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +55,20 @@ def add_ci_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="also append a Markdown summary to FILE (on GitHub: the job summary too)",
     )
+
+
+def ci_report(args: argparse.Namespace, environment: dict[str, str]) -> CiReport | None:
+    """Where results go besides the usual output (GitHub, --summary FILE); None when
+    nowhere, so that a run with nothing to do imports none of it. Secrets are masked here,
+    before anything else is printed."""
+    github = environment.get("GITHUB_ACTIONS", "").strip().lower() == "true"
+    if not github and not args.summary:
+        return None
+    from pachhook.run.github import CiReport
+
+    report = CiReport.of(environment, args.summary, None)
+    report.start(environment)
+    return report
 
 
 def positive(text: str) -> int:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_ci_options, add_selection, env, out, print_json, repo, selection
+from pachhook.commands import (
+    add_ci_options,
+    add_selection,
+    ci_report,
+    env,
+    out,
+    print_json,
+    repo,
+    selection,
+)
 
 DETAILED_EXITCODE = "--detailed-exitcode"
 CHANGES_PLANNED = 2  # with --detailed-exitcode, as `terraform plan` has it
@@ -41,19 +50,17 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pachhook.errors import PachhookError
     from pachhook.plan.load import plan_selection
-    from pachhook.run.github import CiReport
     from pachhook.run.report import plan_lines
-    from pachhook.run.summary import plan_markdown
 
     environment = env(args)
-    report = CiReport.of(environment, args.summary, None)
-    report.start(environment)
+    report = ci_report(args, environment)
     try:
         found = repo()
-        report = report.at(found.root)
+        report = report.at(found.root) if report else None
         planned = plan_selection(found, selection(args), environment)
     except PachhookError as exc:
-        report.failed("plan", exc.message)
+        if report:
+            report.failed("plan", exc.message)
         if args.detailed_exitcode:
             exc.exit_code = 1  # 2 means "changes planned" here
         raise
@@ -61,10 +68,13 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print_json(plan.to_json())
     elif args.format == "markdown":
+        from pachhook.run.summary import plan_markdown
+
         out(plan_markdown(plan.to_json()).rstrip("\n"))
     else:
         for line in plan_lines(plan, verbose=args.verbose):
             out(line)
-    report.plan_done(plan)
+    if report:
+        report.plan_done(plan)
     changes = plan.evaluated and not plan.nothing_to_do
     return CHANGES_PLANNED if args.detailed_exitcode and changes else 0

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_ci_options, add_selection, env, positive, repo, selection
+from pachhook.commands import (
+    add_ci_options,
+    add_selection,
+    ci_report,
+    env,
+    positive,
+    repo,
+    selection,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -46,7 +54,6 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pachhook.errors import PachhookError
     from pachhook.run.executor import RunOptions
-    from pachhook.run.github import CiReport
     from pachhook.run.runner import run_selection
 
     options = RunOptions(
@@ -57,11 +64,10 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
     )
     environment = env(args)
-    report = CiReport.of(environment, args.summary, None)
-    report.start(environment)
+    report = ci_report(args, environment)
     try:
         found = repo()
-        report = report.at(found.root)
+        report = report.at(found.root) if report else None
         record = run_selection(
             found,
             selection(args),
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             ci=report,
         )
     except PachhookError as exc:
-        report.failed("run", exc.message)
+        if report:
+            report.failed("run", exc.message)
         raise
     return record.exit_code
