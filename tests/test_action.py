@@ -218,7 +218,7 @@ def test_push_jobs_build_and_deploy_only_what_each_commit_needs(
     assert third.outputs["changed"] == "false" and third.outputs["transaction"] == ""
     assert versions(pachd, project) == {"clean": 2, "features": 2, "stats": 1, "report": 1}
     assert "nothing to do" in third.summary.splitlines()[0]
-    assert "| built" not in third.summary and "| updated |" not in third.summary
+    assert "| built in" not in third.summary and "| updated |" not in third.summary
     assert third.summary.count("| found in the registry |") == 2
     assert_no_secret(ci, third)
 

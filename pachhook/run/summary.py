@@ -41,6 +41,7 @@ class Row(NamedTuple):
     word: str  # what happens to it, counted in the headline
     detail: str  # what follows the word: a time, an error
     reasons: tuple[Reason, ...]
+    state: str | None = None  # what the registry or the cluster said, for a run
 
 
 def plan_markdown(plan: Mapping[str, Any], *, title: str = "pachhook plan") -> str:
@@ -125,9 +126,8 @@ def _run_image(image: Mapping[str, Any], reasons: tuple[Reason, ...]) -> Row:
     detail = f" in {seconds:.1f} s" if timed else ""
     if image.get("error"):
         detail += f": {image['error']}"
-    state = ((None, IMAGE_STATE[status]),) if status in IMAGE_STATE else ()
     name = image.get("reference") or image.get("name")
-    return Row(str(name), _word(IMAGE_WORDS, status), detail, state + reasons)
+    return Row(str(name), _word(IMAGE_WORDS, status), detail, reasons, IMAGE_STATE.get(status))
 
 
 def _plan_pipeline(pipeline: Mapping[str, Any]) -> Row:
@@ -140,17 +140,17 @@ def _plan_pipeline(pipeline: Mapping[str, Any]) -> Row:
 def _run_pipeline(pipeline: Mapping[str, Any]) -> Row:
     name = f"{pipeline.get('project')}/{pipeline.get('name')}"
     action, status = str(pipeline.get("action")), pipeline.get("status")
-    state: tuple[Reason, ...] = ()
+    state = None
     if status == "applied":
         word = PAST.get(action, f"{action} applied")
-        state = ((None, PIPELINE_STATE[action]),) if action in PIPELINE_STATE else ()
+        state = PIPELINE_STATE.get(action)
     elif status == "planned":
         word = f"to {action}" if action in PAST else _word(PIPELINE_WORDS, action)
     elif status == "not applied" and action in PAST:
         word = f"not {PAST[action]}"
     else:
         word = str(status)
-    return Row(name, word, "", state + _reasons_of(pipeline.get("reasons", [])))
+    return Row(name, word, "", _reasons_of(pipeline.get("reasons", [])), state)
 
 
 def _headline(images: list[Row], pipelines: list[Row], plan: Mapping[str, Any]) -> str:
@@ -182,6 +182,8 @@ def _facts(plan: Mapping[str, Any], run: Mapping[str, Any] | None) -> list[str]:
 def _line(row: Row, shared: list[Reason]) -> str:
     reasons = [r for r in row.reasons if r not in shared]
     parts = [f"{_code(path)}: {_cell(why)}" if path else _cell(why) for path, why in reasons]
+    if row.state:
+        parts.insert(0, _cell(row.state))
     if len(parts) > MAX_REASONS:
         parts = [*parts[:MAX_REASONS], f"and {len(parts) - MAX_REASONS} more"]
     return f"| {_code(row.name)} | {_cell(row.word + row.detail)} | {'; '.join(parts)} |"
