@@ -75,7 +75,12 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def dispatch(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser(argv).parse_args(argv)
+    try:
+        args = parser(argv).parse_args(argv)
+    except InputError as exc:
+        if "--detailed-exitcode" in argv:
+            exc.exit_code = 1  # there, 2 means "changes planned"
+        raise
     if not getattr(args, "func", None):
         parser().print_help()
         return 2

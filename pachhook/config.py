@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from pachhook.errors import InputError, Problems, located
 
 CONFIG_FILES = ("pachhook.toml", "pyproject.toml")  # read in this order: the first found wins
+CONFIG_VARIABLE = "PACHHOOK_CONFIG"  # another config file (what --config sets)
 TAG_POLICIES = ("digest", "git-sha")
 BUILD_FAILURE_POLICIES = ("block", "warn")
 COMMIT_HOOK_MODES = ("plan", "build", "off")
@@ -553,9 +554,13 @@ class Found(NamedTuple):
     text: str
 
 
-def find(read: Callable[[str], bytes | None]) -> Found:
+def find(read: Callable[[str], bytes | None], env: Mapping[str, str] | None = None) -> Found:
     """The config file of a source (`read` returns a repository file's bytes or None):
-    pachhook.toml, else a pyproject.toml with a [tool.pachhook] table."""
+    the file PACHHOOK_CONFIG names (--config), else pachhook.toml, else a pyproject.toml
+    with a [tool.pachhook] table."""
+    chosen = (env or {}).get(CONFIG_VARIABLE, "").strip()
+    if chosen:
+        return _chosen(read, chosen)
     own, pyproject = CONFIG_FILES
     data = read(own)
     if data is not None:
@@ -568,6 +573,21 @@ def find(read: Callable[[str], bytes | None]) -> Found:
     return Found(None, "")
 
 
+def _chosen(read: Callable[[str], bytes | None], given: str) -> Found:
+    path = normalize(given)
+    if given.startswith("/") or path == ".." or path.startswith("../"):
+        raise InputError(
+            f"--config {given}: give the config file's path relative to the repository root"
+        )
+    data = read(path)
+    if data is None:
+        raise InputError(
+            f"--config {given}: no such file in the repository (from --config or "
+            f"{CONFIG_VARIABLE}); give a path relative to the repository root"
+        )
+    return Found(path, data.decode("utf-8", errors="replace"))
+
+
 def parse_found(found: Found, env: Mapping[str, str]) -> Config:
     if found.path is None:
         return env_config(env)
@@ -576,10 +596,12 @@ def parse_found(found: Found, env: Mapping[str, str]) -> Config:
 
 def load(read: Callable[[str], bytes | None], env: Mapping[str, str]) -> Config:
     """The config of a source: `read` returns a repository file's bytes or None."""
-    return parse_found(find(read), env)
+    return parse_found(find(read, env), env)
 
 
 def files_read(config: Config) -> tuple[str, ...]:
     """The files whose change can change `config`: pyproject.toml does not count once
-    pachhook.toml is there, since pachhook.toml wins."""
+    pachhook.toml is there, since pachhook.toml wins; a file named by --config is all."""
+    if config.path is not None and config.path not in CONFIG_FILES:
+        return (config.path,)
     return CONFIG_FILES[:1] if config.path == CONFIG_FILES[0] else CONFIG_FILES

@@ -16,10 +16,13 @@ if TYPE_CHECKING:
     from pachhook.repo.git import Repo
     from pachhook.repo.selection import Selection
     from pachhook.repo.source import Source
+    from pachhook.run.github import CiReport
 
 
 def add_selection(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("selection (default: HEAD against its upstream's merge-base)")
+    group = parser.add_argument_group(
+        "selection (default: HEAD against its upstream's merge-base; in CI, as --all)"
+    )
     group.add_argument(
         "--from", dest="from_ref", metavar="REF", help="compare from the merge-base with REF"
     )
@@ -39,6 +42,35 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_ci_options(parser: argparse.ArgumentParser) -> None:
+    """--config and --summary, for plan and run (what a CI job needs to say)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration file, relative to the repository root "
+        "(default: pachhook.toml, else pyproject.toml)",
+    )
+    parser.add_argument(
+        "--summary",
+        metavar="FILE",
+        help="also append a Markdown summary to FILE (on GitHub: the job summary too)",
+    )
+
+
+def ci_report(args: argparse.Namespace, environment: dict[str, str]) -> CiReport | None:
+    """Where results go besides the usual output (GitHub, --summary FILE); None when
+    nowhere, so that a run with nothing to do imports none of it. Secrets are masked here,
+    before anything else is printed."""
+    github = environment.get("GITHUB_ACTIONS", "").strip().lower() == "true"
+    if not github and not args.summary:
+        return None
+    from pachhook.run.github import CiReport
+
+    report = CiReport.of(environment, args.summary, None)
+    report.start(environment)
+    return report
+
+
 def positive(text: str) -> int:
     try:
         value = int(text)
@@ -50,9 +82,13 @@ def positive(text: str) -> int:
 
 
 def selection(args: argparse.Namespace) -> Selection:
+    """The SELECTION given; in CI (CI=true or GITHUB_ACTIONS=true) none given means every
+    image and pipeline, decided by state (see repo/ci.py)."""
+    from pachhook.repo.ci import detect
     from pachhook.repo.selection import Selection
 
-    return Selection(args.from_ref, args.to_ref, args.working_tree, args.everything)
+    chosen = Selection(args.from_ref, args.to_ref, args.working_tree, args.everything)
+    return chosen if chosen.explicit else chosen._replace(ci=detect(os.environ))
 
 
 def repo() -> Repo:
@@ -79,8 +115,14 @@ def config_note(found: Repo, reads_working_tree: bool | None) -> None:
         err(f"pachhook: {note}")
 
 
-def env() -> dict[str, str]:
-    return dict(os.environ)
+def env(args: argparse.Namespace | None = None) -> dict[str, str]:
+    """The environment, with what --config names (as PACHHOOK_CONFIG)."""
+    found = dict(os.environ)
+    if args is not None and getattr(args, "config", None):
+        from pachhook.config import CONFIG_VARIABLE
+
+        found[CONFIG_VARIABLE] = args.config
+    return found
 
 
 def out(line: str = "") -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_selection, config_note, env, positive, repo, selection
+from pachhook.commands import (
+    add_ci_options,
+    add_selection,
+    ci_report,
+    config_note,
+    env,
+    positive,
+    repo,
+    selection,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -39,10 +48,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the plan and the run's record as JSON"
     )
+    add_ci_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pachhook.errors import PachhookError
     from pachhook.run.executor import RunOptions
     from pachhook.run.runner import run_selection
 
@@ -53,7 +64,23 @@ def run(args: argparse.Namespace) -> int:
         reprocess=args.reprocess,
         jobs=args.jobs,
     )
-    found = repo()
-    config_note(found, args.working_tree)
-    record = run_selection(found, selection(args), options, env(), trigger="cli", as_json=args.json)
+    environment = env(args)
+    report = ci_report(args, environment)
+    try:
+        found = repo()
+        report = report.at(found.root) if report else None
+        config_note(found, args.working_tree)
+        record = run_selection(
+            found,
+            selection(args),
+            options,
+            environment,
+            trigger="cli",
+            as_json=args.json,
+            ci=report,
+        )
+    except PachhookError as exc:
+        if report:
+            report.failed("run", exc.message)
+        raise
     return record.exit_code

@@ -24,7 +24,7 @@ def plan_selection(
 ) -> Planned:
     resolved = resolve(repo, selection)
     source, changes = resolved.source, resolved.changes
-    found = find_config(source.read)
+    found = find_config(source.read, env)
     config = None
     if not changes.everything:
         first_look, config = relevance(found, env, repo.state_dir)

@@ -174,7 +174,7 @@ def make_plan(
     config_changed = bool(changes.paths & set(files_read(config)))
     everything = changes.everything or config_changed
     blanket = (
-        Reason(None, "--all: decided by state")
+        Reason(None, changes.why or "--all: decided by state")
         if changes.everything
         else Reason(config.path or "pachhook.toml", "configuration changed")
     )

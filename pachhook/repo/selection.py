@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from pachhook.errors import InputError
+from pachhook.repo.ci import CiChange
 from pachhook.repo.git import Repo
 from pachhook.repo.source import CommitSource, Source, WorkingTreeSource
 
@@ -14,6 +15,7 @@ class ChangeSet(NamedTuple):
     everything: bool = False  # --all: every image and pipeline, decided by state
     base: str | None = None  # the commit the change is measured from
     target: str = "HEAD"  # a commit id or "working tree"
+    why: str | None = None  # why every image and pipeline is decided by state, when not --all
 
 
 class Selection(NamedTuple):
@@ -21,6 +23,11 @@ class Selection(NamedTuple):
     to_ref: str | None = None
     working_tree: bool = False
     everything: bool = False
+    ci: CiChange | None = None  # the CI job, when no selection was given there
+
+    @property
+    def explicit(self) -> bool:
+        return bool(self.from_ref or self.to_ref or self.working_tree or self.everything)
 
 
 class Resolved(NamedTuple):
@@ -40,6 +47,8 @@ def resolve(repo: Repo, selection: Selection) -> Resolved:
         )
     if selection.to_ref and not selection.from_ref:
         raise InputError("--to needs --from")
+    if selection.ci is not None and not selection.explicit:
+        return _by_state(repo, selection.ci)
 
     worktree: WorkingTreeSource | None = None
     if selection.working_tree:
@@ -82,3 +91,25 @@ def resolve(repo: Repo, selection: Selection) -> Resolved:
     if worktree is not None:
         paths |= worktree.changes()
     return Resolved(target, ChangeSet(frozenset(paths), selection.everything, base, target.label))
+
+
+def _by_state(repo: Repo, ci: CiChange) -> Resolved:
+    """In CI with no selection: every image and pipeline, decided by state. A checkout there
+    is often one commit deep and its own upstream, so history cannot say what the cluster
+    lacks; the registry and the cluster can. The event's start commit, when the clone has
+    it, only names the files that changed (the reasons), never what is checked."""
+    if not repo.has_commits():
+        raise InputError(
+            f"{repo.root}: the repository has no commits; check out the commit to run for"
+        )
+    head = repo.resolve("HEAD")
+    target = CommitSource(repo, head)
+    why = f"{ci.system}: decided by state (no selection given)"
+    start = repo.commit_of(ci.since) if ci.since else None
+    if start is None:
+        return Resolved(target, ChangeSet(frozenset(), True, None, target.label, why))
+    base = repo.git("merge-base", start, head, check=False).strip()
+    if not base:  # the clone is too shallow to hold the common history
+        return Resolved(target, ChangeSet(frozenset(), True, None, target.label, why))
+    paths = repo.changed_paths(base, head) if base != head else set()
+    return Resolved(target, ChangeSet(frozenset(paths), True, base, target.label, why))

@@ -20,6 +20,7 @@ from pachhook.run.report import outcome_line, plan_lines, record_lines
 
 if TYPE_CHECKING:
     from pachhook.pachyderm.cluster import PachydermCluster
+    from pachhook.run.github import CiReport, GroupedProgress
 
 
 def _out(line: str) -> None:
@@ -40,9 +41,10 @@ def run_selection(
     *,
     trigger: str,
     as_json: bool = False,
+    ci: CiReport | None = None,
 ) -> RunRecord:
     planned = plan_selection(repo, selection, env)
-    return run_planned(repo, planned, options, env, trigger=trigger, as_json=as_json)
+    return run_planned(repo, planned, options, env, trigger=trigger, as_json=as_json, ci=ci)
 
 
 def run_planned(
@@ -53,17 +55,26 @@ def run_planned(
     *,
     trigger: str,
     as_json: bool = False,
+    ci: CiReport | None = None,
 ) -> RunRecord:
+    """`ci`: where the results also go in CI (GitHub's log, outputs and job summary)."""
     config = planned.workspace.config if planned.workspace else None
 
     def say(line: str) -> None:
         if not as_json:
             _err(line)
 
-    # Live progress only for a person at a terminal; hooks and CI get plain lines.
-    progress = BuildProgress.for_run(
-        say, interactive=trigger == "cli" and not as_json, stream=sys.stderr
-    )
+    # Live progress only for a person at a terminal; hooks and CI get plain lines, and
+    # GitHub one collapsed group per image.
+    progress: BuildProgress | GroupedProgress
+    if ci is not None and ci.github is not None:
+        from pachhook.run.github import GroupedProgress
+
+        progress = GroupedProgress(ci.github, say)
+    else:
+        progress = BuildProgress.for_run(
+            say, interactive=trigger == "cli" and not as_json, stream=sys.stderr
+        )
 
     def images() -> Images:
         from pachhook.docker.buildkit import describe
@@ -124,6 +135,8 @@ def run_planned(
     progress.summary(record.images)
     if planned.plan.evaluated and not options.dry_run:
         ledger.append(repo.state_dir, {"kind": "run", **record.to_json()})
+    if ci is not None:
+        ci.run_done(planned, record)
     if as_json:
         _out(json.dumps({"plan": planned.plan.to_json(), "run": record.to_json()}, indent=2))
     else:
