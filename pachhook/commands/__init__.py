@@ -73,6 +73,11 @@ def env() -> dict[str, str]:
     return dict(os.environ)
 
 
+def in_ci(environment: dict[str, str]) -> bool:
+    """CI is set, as CI services set it (GitHub Actions, GitLab, ...)."""
+    return environment.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pachhook.commands import add_selection, env, positive, repo, selection
+from pachhook.commands import add_selection, env, err, in_ci, positive, repo, selection
 
 
 def register(subparsers: Any) -> None:
@@ -37,6 +37,18 @@ def register(subparsers: Any) -> None:
         help="images built at once (default: jobs in the config, else 2)",
     )
     parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the pipelines pachhook applied from this repository whose spec is gone "
+        "(downstream first; their output repos are kept)",
+    )
+    parser.add_argument(
+        "--no-restore-drift",
+        dest="restore_drift",
+        action="store_false",
+        help="leave pipelines changed outside pachhook as they are (exit 1 when CI is set)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print the plan and the run's record as JSON"
     )
     parser.set_defaults(func=run)
@@ -52,8 +64,18 @@ def run(args: argparse.Namespace) -> int:
         deploy=not args.no_deploy,
         reprocess=args.reprocess,
         jobs=args.jobs,
+        prune=args.prune,
+        restore_drift=args.restore_drift,
     )
+    environment = env()
     record = run_selection(
-        repo(), selection(args), options, env(), trigger="cli", as_json=args.json
+        repo(), selection(args), options, environment, trigger="cli", as_json=args.json
     )
+    if not args.restore_drift and record.left_drifted and in_ci(environment):
+        # Left alone on purpose, but a CI job must not pass over a cluster that differs.
+        err(
+            "pachhook: changed outside pachhook and left as they are: "
+            + ", ".join(record.left_drifted)
+        )
+        return 1
     return record.exit_code

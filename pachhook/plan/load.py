@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from pachhook.config import Config, parse_found
 from pachhook.config import find as find_config
-from pachhook.config import parse_found
 from pachhook.errors import InputError
 from pachhook.pachyderm.specs import Pipeline, is_spec_candidate
 from pachhook.plan.planner import Planned, Remote, make_plan, unevaluated
@@ -20,8 +20,15 @@ if TYPE_CHECKING:
 
 
 def plan_selection(
-    repo: Repo, selection: Selection, env: Mapping[str, str], remote: Remote | None = None
+    repo: Repo,
+    selection: Selection,
+    env: Mapping[str, str],
+    remote: Remote | None = None,
+    *,
+    prefetch: Callable[[Config], None] | None = None,
 ) -> Planned:
+    """`prefetch`: told the configuration as soon as it is known that the plan will be
+    made (so that state can be asked for while the workspace is read)."""
     resolved = resolve(repo, selection)
     source, changes = resolved.source, resolved.changes
     found = find_config(source.read)
@@ -33,6 +40,8 @@ def plan_selection(
     from pachhook.plan.workspace import load_workspace
 
     config = config or parse_found(found, env)
+    if prefetch is not None:
+        prefetch(config)
     missing = frozenset(changes.paths - source.path_set)
     workspace = load_workspace(source, env, missing=missing, config=config)
     changed_specs = [p for p in changes.paths if is_spec_candidate(p, config)]
