@@ -512,6 +512,17 @@ def test_prune_deletes_only_what_pachhook_applied_from_here_downstream_first(
         "the cluster: pachhook run --prune deletes it, keeping its output repo)" in text
     )
 
+    diff = repo.run("diff")
+    assert diff.returncode == 1
+    lines = diff.stdout.splitlines()
+    assert (
+        f"# {repo.project}/report: its spec is gone: pachhook run --prune deletes it "
+        "(keeping its output repo)" in lines
+    )
+    assert "+++ /dev/null" in lines
+    assert not any("manual" in line or "foreign" in line for line in lines)
+    assert "on the cluster only" in repo.run("diff", "manual").stdout
+
     repo.ok("run", "--all")  # without --prune: reported, never deleted
     assert set(repo.versions()) == {"clean", "features", "stats", "report", "manual", "foreign"}
 

@@ -248,10 +248,29 @@ def _set(doc: dict[str, Any], name: str, value: Any) -> None:
     doc[name] = value
 
 
+# (id of a parsed document, image) -> (that document, its applied digest). Parsed
+# documents are shared and never changed (`parse_file`), and the entry holds its document,
+# so the id cannot be reused while the entry lives.
+_APPLIED: dict[tuple[int, str | None], tuple[dict[str, Any], str]] = {}
+APPLIED_KEPT = 8192
+
+
 def applied_digest(pipeline: Pipeline, image: str | None) -> str:
     """`spec_digest(rewritten(pipeline, image, {}))`, without copying the whole document:
-    only the objects on the way to what is set are new (the planner asks this of every
-    pipeline it may apply)."""
+    only the objects on the way to what is set are new. The planner asks this of every
+    pipeline it may apply, again once state is read: the answer is remembered."""
+    key = (id(pipeline.document), image)
+    known = _APPLIED.get(key)
+    if known is not None and known[0] is pipeline.document:
+        return known[1]
+    digest = _applied_digest(pipeline, image)
+    if len(_APPLIED) >= APPLIED_KEPT:
+        _APPLIED.clear()
+    _APPLIED[key] = (pipeline.document, digest)
+    return digest
+
+
+def _applied_digest(pipeline: Pipeline, image: str | None) -> str:
     doc = dict(pipeline.document)
     if image is not None:
         transform = dict(_child(doc, "transform"))
