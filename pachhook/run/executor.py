@@ -45,6 +45,7 @@ from pachhook.plan.state import cluster_state
 from pachhook.repo.source import Source
 
 PRUNE = "prune"  # the action of a pipeline deleted because its spec is gone
+LEFT_DRIFTED = "left as it is (--no-restore-drift)"  # the reason a drifted one was not applied
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class RunRecord:
         return [
             f"{p.project}/{p.name}"
             for p in self.pipelines
-            if p.action == DRIFTED and p.status == "not applied" and self.ok
+            if p.action == DRIFTED and LEFT_DRIFTED in p.reasons and self.ok
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -310,7 +311,7 @@ def _deploy(
     pipes = [
         _result(p, "applied")
         if p.key in applied
-        else _result(p, "not applied", "left as it is (--no-restore-drift)")
+        else _result(p, "not applied", LEFT_DRIFTED)
         if p.action == DRIFTED
         else _result(p, "unchanged")
         for p in plan.pipelines

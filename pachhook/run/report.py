@@ -162,8 +162,9 @@ def record_lines(record: RunRecord) -> list[str]:
     applied = [p for p in record.pipelines if p.status == "applied"]
     for p in applied:
         lines.append(f"pipeline {p.project}/{p.name}: {_DONE.get(p.action, p.action)} -> {p.image}")
+    left = set(record.left_drifted)
     for p in record.pipelines:
-        if p.action == DRIFTED and p.status == "not applied":
+        if f"{p.project}/{p.name}" in left:
             lines.append(
                 f"pipeline {p.project}/{p.name}: changed outside pachhook, left as it is "
                 "(--no-restore-drift); pachhook diff shows how"
