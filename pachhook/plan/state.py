@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from pachhook.config import files_read
 from pachhook.docker.registry import is_loopback, split_name
 from pachhook.errors import PachhookError
 from pachhook.pachyderm.stored import (
@@ -39,6 +40,7 @@ from pachhook.plan.planner import (
 if TYPE_CHECKING:
     from pachhook.config import Config
     from pachhook.docker.digest import ImageState
+    from pachhook.repo.selection import ChangeSet
 
 Key = tuple[str, str]
 
@@ -193,36 +195,109 @@ class Known:
         return self._cluster.history(key)
 
 
-class Early:
-    """The cluster's pipelines, asked for as soon as the configuration is known: the
-    answer (and the import of the client) comes while the workspace is still being read.
+class Prefetch:
+    """State asked for while the plan is still being made (`plan_selection`'s prefetch):
+    the cluster's pipelines as soon as the configuration is known, and the registry's
+    tags of the images surely to be decided (every image with --all or a changed
+    configuration, else those with a changed input) as soon as their digests are. The
+    answers (and the import of the gRPC client) come while the specs are read.
 
-    `start` is given to `plan_selection` as its prefetch; `lookup` is the cluster reader
-    for `Readers`, and waits for the answer."""
+    `readers` gives `with_state` what it reads through: answers already in, the rest
+    asked then."""
 
-    def __init__(self, connect: Callable[[Config], ClusterLookup]) -> None:
-        self._connect = connect
-        self._thread: threading.Thread | None = None
+    def __init__(
+        self,
+        cluster: Callable[[Config], ClusterLookup] | None,
+        registry: Callable[[Config], TagLookup] | None,
+        jobs: int = 8,
+    ) -> None:
+        self._connect = cluster
+        self._registry = registry
+        self._jobs = jobs
+        self._cluster_thread: threading.Thread | None = None
         self._known: Known | None = None
-        self._error: PachhookError | None = None
+        self._cluster_error: PachhookError | None = None
+        self._tags_thread: threading.Thread | None = None
+        self._tags: _Answered | None = None
 
-    def start(self, config: Config) -> None:
+    def config(self, config: Config) -> None:
+        connect = self._connect
+        if connect is None:
+            return
+
         def read() -> None:
             try:
-                cluster = self._connect(config)
+                cluster = connect(config)
                 self._known = Known(cluster.pipelines(), cluster)
             except PachhookError as exc:
-                self._error = exc
+                self._cluster_error = exc
 
-        # A daemon: a plan that fails meanwhile must not wait for the cluster to answer.
-        self._thread = threading.Thread(target=read, name="cluster-state", daemon=True)
-        self._thread.start()
+        # Daemons: a plan that fails meanwhile must not wait for an answer.
+        self._cluster_thread = threading.Thread(target=read, name="cluster-state", daemon=True)
+        self._cluster_thread.start()
 
-    def lookup(self) -> ClusterLookup:
-        if self._thread is None:
+    def images(self, images: Sequence[ImageState], changes: ChangeSet, config: Config) -> None:
+        if self._registry is None:
+            return
+        everything = changes.everything or bool(changes.paths & set(files_read(config)))
+        wanted = [
+            s
+            for s in images
+            if everything or changes.paths & (set(s.inputs) | set(s.removed_inputs))
+        ]
+        answered = self._tags = _Answered(self._registry(config))
+        if not wanted:
+            return
+
+        def ask() -> None:
+            try:
+                answered.found = registry_state(answered.lookup, wanted, self._jobs)
+            except PachhookError as exc:
+                answered.error = exc
+
+        self._tags_thread = threading.Thread(target=ask, name="registry-state", daemon=True)
+        self._tags_thread.start()
+
+    def readers(self, repository: str) -> Readers:
+        return Readers(
+            registry=self._answered_tags if self._registry is not None else None,
+            cluster=self._cluster if self._connect is not None else None,
+            repository=repository,
+            jobs=self._jobs,
+        )
+
+    def _cluster(self) -> ClusterLookup:
+        if self._cluster_thread is None:
             raise PachhookError("the cluster was not asked (internal order of calls)")
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        self._cluster_thread.join()
+        if self._cluster_error is not None:
+            raise self._cluster_error
         assert self._known is not None
         return self._known
+
+    def _answered_tags(self) -> TagLookup:
+        if self._tags is None:
+            raise PachhookError("the registry was not asked (internal order of calls)")
+        if self._tags_thread is not None:
+            self._tags_thread.join()
+        return self._tags
+
+
+class _Answered:
+    """A registry whose answers for some tags are already in."""
+
+    def __init__(self, lookup: TagLookup) -> None:
+        self.lookup = lookup
+        self.found: tuple[dict[Key, bool], dict[Key, str]] | None = None
+        self.error: PachhookError | None = None
+
+    def exists(self, state: ImageState) -> bool:
+        if self.error is not None:
+            raise self.error
+        key = (state.repository, state.tag)
+        if self.found is not None and key in self.found[0]:
+            refused = self.found[1].get(key)
+            if refused:
+                raise PachhookError(refused)
+            return self.found[0][key]
+        return self.lookup.exists(state)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from pachhook import globs
@@ -137,12 +137,16 @@ def load_workspace(
     *,
     missing: frozenset[str] = frozenset(),
     config: Config | None = None,
+    on_images: Callable[[tuple[ImageState, ...]], None] | None = None,
 ) -> Workspace:
-    """Everything pachhook knows of a source. `missing`: changed paths the source lacks."""
+    """Everything pachhook knows of a source. `missing`: changed paths the source lacks;
+    `on_images`: told the images before the specs are read."""
     config = config or config_of(source, env)
     images = tuple(
         image_state(img, config, source, i, missing) for i, img in enumerate(config.images)
     )
+    if on_images is not None:
+        on_images(images)
     pipelines = pipelines_at(source, config)
     check_unique(pipelines)
     return Workspace(

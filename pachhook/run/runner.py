@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pachhook.config import Config
@@ -18,8 +18,10 @@ from pachhook.run import ledger
 from pachhook.run.report import outcome_line, plan_lines, record_lines
 
 if TYPE_CHECKING:
+    from pachhook.docker.digest import ImageState
     from pachhook.plan.diff import PipelineDiff
-    from pachhook.plan.state import ClusterLookup, Readers, TagLookup
+    from pachhook.plan.state import ClusterLookup, Prefetch, Readers, TagLookup
+    from pachhook.repo.selection import ChangeSet
     from pachhook.run.executor import Cluster, Images, RunOptions, RunRecord
 
 
@@ -39,15 +41,9 @@ def readers(
     """The real registry and cluster, for reading state (nothing is contacted yet)."""
     from pachhook.plan.state import Readers
 
-    def tags() -> TagLookup:
-        from pachhook.docker.cache import TagCache
-        from pachhook.docker.registry import Registries
-
-        return TagCache(Registries(env), repo.state_dir, config.tag_policy)
-
-    connect = _cluster_reader(env)
+    tags, connect = _tag_reader(repo, env), _cluster_reader(env)
     return Readers(
-        registry=tags if registry else None,
+        registry=(lambda: tags(config)) if registry else None,
         cluster=(lambda: connect(config)) if cluster else None,
         repository=repository_url(repo),
     )
@@ -58,25 +54,46 @@ def plan_with_state(
 ) -> Planned:
     """The plan, its actions decided by the registry and the cluster (read-only) when
     something is to be decided; `offline`, or nothing relevant: the pure plan, and
-    nothing contacted. The cluster is asked as soon as the configuration is known."""
+    nothing contacted. Both are asked while the plan is still being made."""
     if offline:
         return plan_selection(repo, selection, env)
-    early = None
-
-    def prefetch(config: Config) -> None:
-        nonlocal early
-        from pachhook.plan.state import Early
-
-        early = Early(_cluster_reader(env))
-        early.start(config)
-
+    prefetch = _Deferred(env, repo)
     planned = plan_selection(repo, selection, env, prefetch=prefetch)
-    if planned.workspace is None or early is None:
+    if planned.workspace is None or prefetch.started is None:
         return planned
     from pachhook.plan.state import with_state
 
-    sources = readers(repo, planned.workspace.config, env, registry=True, cluster=True)
-    return with_state(planned, sources._replace(cluster=early.lookup))
+    return with_state(planned, prefetch.started.readers(repository_url(repo)))
+
+
+class _Deferred:
+    """plan/state.py's Prefetch, made (and imported) only once a plan is to be made: a
+    plan with nothing to decide imports nothing more."""
+
+    def __init__(self, env: Mapping[str, str], repo: Repo) -> None:
+        self.env = env
+        self.repo = repo
+        self.started: Prefetch | None = None
+
+    def config(self, config: Config) -> None:
+        from pachhook.plan.state import Prefetch
+
+        self.started = Prefetch(_cluster_reader(self.env), _tag_reader(self.repo, self.env))
+        self.started.config(config)
+
+    def images(self, images: Sequence[ImageState], changes: ChangeSet, config: Config) -> None:
+        if self.started is not None:
+            self.started.images(images, changes, config)
+
+
+def _tag_reader(repo: Repo, env: Mapping[str, str]) -> Callable[[Config], TagLookup]:
+    def tags(config: Config) -> TagLookup:
+        from pachhook.docker.cache import TagCache
+        from pachhook.docker.registry import Registries
+
+        return TagCache(Registries(env), repo.state_dir, config.tag_policy)
+
+    return tags
 
 
 def _cluster_reader(env: Mapping[str, str]) -> Callable[[Config], ClusterLookup]:
