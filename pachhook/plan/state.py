@@ -83,7 +83,7 @@ def with_state(planned: Planned, readers: Readers) -> Planned:
     considered = {p.key for p in plan.pipelines if p.action != SKIP}
     images = _images_to_ask(plan)
     known = {p.key for p in workspace.pipelines}
-    notes: list[str] = []
+    notes: dict[str, str] = {}  # side -> why it could not be read
 
     def read_cluster() -> tuple[str, dict[Key, Deployed] | None]:
         if readers.cluster is None:
@@ -92,7 +92,7 @@ def with_state(planned: Planned, readers: Readers) -> Planned:
             return READ, cluster_state(readers.cluster(), considered, known, readers.repository)
         except PachhookError as exc:
             # Unreachable, refused, or not configured at all: a plan is still worth having.
-            notes.append(f"the cluster could not be read: {exc.message}")
+            notes["cluster"] = f"the cluster could not be read: {exc.message}"
             return UNREACHABLE, None
 
     def read_registry() -> tuple[str, dict[Key, bool] | None, dict[Key, str]]:
@@ -103,7 +103,7 @@ def with_state(planned: Planned, readers: Readers) -> Planned:
         try:
             tags, refused = registry_state(readers.registry(), images, readers.jobs)
         except PachhookError as exc:
-            notes.append(f"the registry could not be read: {exc.message}")
+            notes["registry"] = f"the registry could not be read: {exc.message}"
             return UNREACHABLE, None, {}
         return READ, tags, refused
 
@@ -118,7 +118,7 @@ def with_state(planned: Planned, readers: Readers) -> Planned:
         pipelines=pipelines,
         registry=registry,
         cluster=cluster,
-        notes=tuple(notes),
+        notes=tuple(notes[side] for side in ("cluster", "registry") if side in notes),
     )
     again = make_plan(workspace, planned.resolved.changes, planned.base, remote)
     return planned._replace(plan=again)
