@@ -16,7 +16,7 @@ from pachhook import __version__
 from pachhook.errors import InputError, error_handler
 
 # Each names a module of pachhook.commands; the order is the order of --help.
-COMMANDS = ("plan", "run", "deps", "explain", "status", "init", "install", "hook", "watch")
+COMMANDS = ("plan", "run", "diff", "deps", "explain", "status", "init", "install", "hook", "watch")
 MODULE_OF = {"uninstall": "install"}  # commands registered by another command's module
 
 DESCRIPTION = """\

@@ -369,7 +369,7 @@ def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -
     raw_build = sections["build"]
     build = BuildConfig(
         builder=raw_build.get("builder", "auto"),
-        cache_from=raw_build.get("cache_from", "registry" if _in_ci(env) else "off"),
+        cache_from=raw_build.get("cache_from", "registry" if in_ci(env) else "off"),
     )
     raw_images = doc.get("image", [])
     if not isinstance(raw_images, list):
@@ -426,7 +426,11 @@ def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -
     )
 
 
-def _in_ci(env: Mapping[str, str]) -> bool:
+def in_ci(env: Mapping[str, str]) -> bool:
+    """Whether this runs in CI, as CI services say it: CI set (to anything but 0, false or
+    no), or GITHUB_ACTIONS=true."""
+    if env.get("GITHUB_ACTIONS", "").strip().lower() == "true":
+        return True
     return env.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 

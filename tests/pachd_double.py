@@ -58,6 +58,7 @@ __all__ = [
     "TEST_TOKEN",
     "TRANSACTION_HEADER",
     "AppliedTransaction",
+    "DeletedPipeline",
     "PachdDouble",
     "PachdError",
     "PipelineRecord",
@@ -189,6 +190,19 @@ class AppliedTransaction:
     via: Literal["finish", "batch"]
 
 
+@dataclass(frozen=True)
+class DeletedPipeline:
+    """A DeletePipeline that pachd carried out."""
+
+    project: str
+    name: str
+    keep_repo: bool
+    force: bool
+    transaction_header: str | None
+    """The `pach-transaction` header it came with: pachd 2.7 ignores it (the delete is
+    not transactional and is applied at once), and so does the double."""
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -245,6 +259,12 @@ class _Failure:
 @dataclass
 class _Transaction:
     info: transaction_pb2.TransactionInfo
+    # The committed state with every queued request already dry-run on it, and what it
+    # was made from: appending then dry-runs only the new request, which is what
+    # dry-running them all gives while the committed state is the same (pachd reruns
+    # them all; a 500-request transaction would otherwise take minutes here).
+    scratch: _ClusterState | None = None
+    scratch_of: tuple[int, int, int, int] | None = None
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -291,6 +311,18 @@ def _visit(inp: pps_pb2.Input | None, fn: Callable[[pps_pb2.Input], None]) -> No
     for child in _children(inp):
         _visit(child, fn)
     fn(inp)
+
+
+def _pfs_repos(info: pps_pb2.PipelineInfo, project: str) -> set[tuple[str, str]]:
+    """(project, repo) of every pfs input of a stored pipeline."""
+    found: set[tuple[str, str]] = set()
+
+    def add(node: pps_pb2.Input) -> None:
+        if node.HasField("pfs"):
+            found.add((node.pfs.project or project, node.pfs.repo))
+
+    _visit(info.details.input if info.details.HasField("input") else None, add)
+    return found
 
 
 def _input_name(inp: pps_pb2.Input) -> str:
@@ -513,6 +545,8 @@ class _Cluster:
         self.state.projects[DEFAULT_PROJECT] = _Project(description="", created=_now())
         self.transactions: dict[str, _Transaction] = {}
         self.applied_transactions: list[AppliedTransaction] = []
+        self.deleted_pipelines: list[DeletedPipeline] = []
+        self.failure_changes = 0  # bumped when a failure is injected or cleared
         self.failures: dict[tuple[str, str], _Failure] = {}
 
     # ---- projects
@@ -881,6 +915,51 @@ class _Cluster:
             )
         )
 
+    def delete_pipeline(
+        self, req: pps_pb2.DeletePipelineRequest, transaction_header: str | None
+    ) -> None:
+        """pps/server/api_server.go deletePipeline: outside any transaction, all of it or
+        nothing. A pipeline that does not exist is "nothing to delete", and no error.
+
+        The pipeline's versions, spec and meta repos and cron tick repos go; its output
+        repo goes too unless `keep_repo` (it then stays as a plain repo, its branch
+        without provenance). Without `keep_repo`, an output repo that another pipeline
+        reads is refused unless `force` (pfs driver deleteBranch: subvenance)."""
+        project = req.pipeline.project.name or DEFAULT_PROJECT
+        name = req.pipeline.name
+        state = copy.deepcopy(self.state)
+        versions = state.pipelines.get((project, name))
+        if versions:
+            details = versions[-1].info.details
+            doomed = [(project, name, SPEC_REPO), (project, name, META_REPO)]
+            if not req.keep_repo:
+                readers = sorted(
+                    f"{p}/{n}@{v[-1].info.details.output_branch}"
+                    for (p, n), v in state.pipelines.items()
+                    if (p, n) != (project, name) and (project, name) in _pfs_repos(v[-1].info, p)
+                )
+                if readers and not req.force:
+                    branch = details.output_branch or "master"
+                    raise _unknown(
+                        f"delete branch {project}/{name}@{branch}: branch {branch} has "
+                        f"[{' '.join(readers)}] as subvenance, deleting it would break "
+                        "those branches"
+                    )
+                doomed.append((project, name, USER_REPO))
+
+            def cron_repo(node: pps_pb2.Input) -> None:
+                if node.HasField("cron"):
+                    doomed.append((project, node.cron.repo, USER_REPO))
+
+            _visit(details.input if details.HasField("input") else None, cron_repo)
+            for key in doomed:
+                state.repos.pop(key, None)
+            del state.pipelines[(project, name)]
+        self.state = state
+        self.deleted_pipelines.append(
+            DeletedPipeline(project, name, req.keep_repo, req.force, transaction_header)
+        )
+
     def pipeline_versions(self, project: str, name: str) -> list[_PipelineVersion]:
         versions = self.state.pipelines.get((project, name))
         if not versions:
@@ -949,8 +1028,25 @@ class _Cluster:
         only if that succeeds."""
         txn = self.transaction(txn_id)
         requests = [*txn.info.requests, request]
-        scratch = copy.deepcopy(self.state)
-        self.run_requests(scratch, requests, dry_run=True, transaction_id=txn_id)
+        committed = (
+            id(self.state),
+            self.state.seq,
+            len(self.state.projects),
+            self.failure_changes,
+        )
+        # Taken away first: a failed request leaves it half-changed, and the next append
+        # then starts afresh.
+        scratch, txn.scratch = txn.scratch, None
+        if scratch is not None and txn.scratch_of == committed:
+            try:
+                self.run_request(scratch, request, dry_run=True, transaction_id=txn_id)
+            except PachdError as err:
+                total = len(requests)
+                raise err.wrap(f"error running request {total} of {total}") from None
+        else:
+            scratch = copy.deepcopy(self.state)
+            self.run_requests(scratch, requests, dry_run=True, transaction_id=txn_id)
+        txn.scratch, txn.scratch_of = scratch, committed
         txn.info.requests.append(request)
         txn.info.responses.append(transaction_pb2.TransactionResponse())
         txn.info.version += 1
@@ -1149,11 +1245,31 @@ class _PpsServicer(_ServicerBase, pps_pb2_grpc.APIServicer):
         rows.sort(key=lambda v: v.seq, reverse=True)
         infos = []
         for row in rows:
-            # ListPipeline in pachd 2.7 ignores `details` and always returns them.
-            info = copy.deepcopy(row.info)
-            info.auth_token = ""
+            # ListPipeline in pachd 2.7 ignores `details` and always returns them. Stored
+            # infos are never changed in place, so one without a token is sent as it is.
+            info = row.info
+            if info.auth_token:
+                info = copy.deepcopy(info)
+                info.auth_token = ""
             infos.append(info)
         return iter(infos)
+
+    @_guard
+    def DeletePipeline(
+        self, request: pps_pb2.DeletePipelineRequest, context: Any
+    ) -> empty_pb2.Empty:
+        if request.all:
+            raise PachdError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "the pachd double does not model deleting all pipelines",
+            )
+        if not request.HasField("pipeline") or not request.pipeline.name:
+            raise _unknown("request.Pipeline cannot be nil")
+        # TransactionRequest has no delete_pipeline (2.7 to 2.12): pachd deletes with a
+        # write context of its own, whatever the pach-transaction header says.
+        header = _metadata(context, TRANSACTION_HEADER)
+        self.cluster.delete_pipeline(request, header[0] if header else None)
+        return empty_pb2.Empty()
 
 
 def _parse_ancestry(name: str) -> tuple[str, int]:
@@ -1555,12 +1671,14 @@ class PachdDouble:
         if at not in ("finish", "queue"):
             raise ValueError(f"at must be 'finish' or 'queue', not {at!r}")
         with self._cluster.lock:
+            self._cluster.failure_changes += 1
             self._cluster.failures[(project, name)] = _Failure(
                 message=message, at=at, code=code, remaining=times
             )
 
     def clear_failures(self) -> None:
         with self._cluster.lock:
+            self._cluster.failure_changes += 1
             self._cluster.failures.clear()
 
     # ---- inspection helpers
@@ -1601,6 +1719,11 @@ class PachdDouble:
     def projects(self) -> set[str]:
         with self._cluster.lock:
             return set(self._cluster.state.projects)
+
+    def deleted_pipelines(self) -> list[DeletedPipeline]:
+        """Every DeletePipeline carried out, in order."""
+        with self._cluster.lock:
+            return list(self._cluster.deleted_pipelines)
 
     def applied_transactions(self) -> list[AppliedTransaction]:
         with self._cluster.lock:

@@ -369,6 +369,11 @@ def test_a_tag_that_holds_other_content_is_refused(builds: Builds) -> None:
         assert "error" not in chunk, chunk
     digest = registry.manifest_digest(registry_path(name), tag)
 
+    # The plan, reading the registry, already says so.
+    plan = pachhook(root, "plan", "--all", "--json")
+    (image,) = json.loads(plan.stdout)["images"]
+    assert image["action"] == "build"
+    assert any(f"already has tag {tag} for other content" in r["why"] for r in image["reasons"])
     proc = build_fails(root, "--all")
     assert f"already has tag {tag} for other content" in proc.stdout
     assert registry.manifest_digest(registry_path(name), tag) == digest  # not overwritten

@@ -630,6 +630,31 @@ def test_a_dry_run_push_deploys_nothing(specs: Specs) -> None:
     assert specs.versions() == {"one": 1, "two": 1}
 
 
+def test_a_hook_never_prunes_unless_the_operators_git_config_says_so(specs: Specs) -> None:
+    specs.change_spec("two", "applied from origin")  # its annotations now name origin
+    assert push(specs.root, "origin", "main", env=specs.env).returncode == 0
+    assert wait_final(specs.root)[-1]["state"] == "done"
+    (specs.root / "pipelines" / "two.json").unlink()
+    specs.change_spec("one", "two is gone")
+    assert push(specs.root, "origin", "main", env=specs.env).returncode == 0
+    final = wait_final(specs.root, 2)[-1]
+    assert final["state"] == "done", final
+    assert specs.versions() == {"one": 2, "two": 2}  # reported, never deleted by a hook
+
+    git(specs.root, "config", "pachhook.prune", "true")  # the operator's own setting
+    commit(specs.root, "docs", {"docs/notes.md": "more notes\n"})
+    assert push(specs.root, "origin", "main", env=specs.env).returncode == 0
+    assert len(post_push(specs.root)) == 4  # nothing to deploy: no post-push deploy
+    specs.change_spec("one", "later")
+    assert push(specs.root, "origin", "main", env=specs.env).returncode == 0
+    final = wait_final(specs.root, 3)[-1]
+    assert final["state"] == "done", final
+    assert specs.versions() == {"one": 3}
+    if isinstance(specs.pachd, DoubleTarget):
+        (deleted,) = specs.pachd.double.deleted_pipelines()
+        assert (deleted.name, deleted.keep_repo) == ("two", True)
+
+
 def test_a_push_by_url_is_confirmed_by_asking_the_remote(specs: Specs) -> None:
     specs.change_spec("two", "by url")
     proc = push(specs.root, str(specs.remote), "HEAD:refs/heads/main", env=specs.env)

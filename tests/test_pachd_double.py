@@ -437,6 +437,131 @@ def test_cron_input_creates_its_own_repo(
     assert ("default", "broken_t") not in pachd_double.repos()
 
 
+def test_a_hand_update_is_stored_as_sent_and_every_version_is_kept(
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
+) -> None:
+    """What a deploy tool sees after someone updated a pipeline behind its back: the new
+    version carries exactly the annotations it was sent with (none, or a copy of the old
+    ones, as `pachctl edit pipeline` sends), the old versions stay readable, and pachd
+    2.7 fills in no `details_json` (2.8 and later: the user's spec)."""
+    pachd_double.create_repo("images")
+    ours = {"pachhook.io/spec-digest": "d1", "pachhook.io/version": "1"}
+    create(pachd_client, "edges", pfs("images"), metadata=pps_pb2.Metadata(annotations=ours))
+    stored = next(pachd_client.inspect_pipeline("edges", details=True)).details
+    edited = pps_pb2.CreatePipelineRequest(
+        pipeline=pps_pb2.Pipeline(name="edges"),
+        transform=stored.transform,
+        input=stored.input,
+        metadata=stored.metadata,
+        parallelism_spec=pps_pb2.ParallelismSpec(constant=2),
+        update=True,
+    )
+    pachd_client.create_pipeline_from_request(edited)
+    create(pachd_client, "edges", pfs("images"), image="registry.local/edges:9", update=True)
+    (latest,) = pachd_client.list_pipeline(details=True)
+    assert (latest.version, dict(latest.details.metadata.annotations)) == (3, {})
+    assert latest.details_json == ""
+    versions = list(pachd_client.inspect_pipeline("edges", history=-1, details=True))
+    assert [v.version for v in versions] == [3, 2, 1]
+    assert dict(versions[1].details.metadata.annotations) == ours  # a stale copy
+    assert versions[1].details.parallelism_spec.constant == 2
+    assert next(pachd_client.inspect_pipeline("edges~2", details=True)).version == 1
+
+
+# ---------------------------------------------------------------- deleting
+
+
+def test_delete_with_keep_repo_keeps_the_output_repo(
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
+) -> None:
+    pachd_double.create_repo("images")
+    create(pachd_client, "edges", pfs("images"))
+    create(pachd_client, "montage", pfs("edges"))
+    pachd_client.delete_pipeline("edges", keep_repo=True)
+    assert set(pachd_double.pipelines()) == {("default", "montage")}
+    assert set(pachd_double.repos()) == {("default", r) for r in ("images", "edges", "montage")}
+    assert ("default", "edges") not in pachd_double.repos("spec")
+    assert ("default", "edges") not in pachd_double.repos("meta")
+    with pytest.raises(grpc.RpcError) as excinfo:
+        list(pachd_client.inspect_pipeline("edges", history=-1))
+    assert excinfo.value.code() == grpc.StatusCode.NOT_FOUND
+    # The kept repo is a plain repo now: a pipeline of the same name cannot take it back.
+    with pytest.raises(grpc.RpcError) as excinfo:
+        create(pachd_client, "edges", pfs("images"))
+    assert "a repo with the same name already exists" in excinfo.value.details()
+    (deleted,) = pachd_double.deleted_pipelines()
+    assert (deleted.name, deleted.keep_repo, deleted.transaction_header) == ("edges", True, None)
+
+
+def test_delete_without_keep_repo_refuses_an_output_that_is_read(
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
+) -> None:
+    pachd_double.create_repo("images")
+    create(pachd_client, "edges", pfs("images"))
+    create(pachd_client, "montage", pfs("edges"))
+    with pytest.raises(grpc.RpcError) as excinfo:
+        pachd_client.delete_pipeline("edges")
+    assert rpc_error(excinfo) == (
+        grpc.StatusCode.UNKNOWN,
+        "delete branch default/edges@master: branch master has [default/montage@master] as "
+        "subvenance, deleting it would break those branches",
+    )
+    assert ("default", "edges") in pachd_double.pipelines()
+    pachd_client.delete_pipeline("montage")
+    assert ("default", "montage") not in pachd_double.repos()
+    pachd_client.delete_pipeline("edges", force=True)
+    assert set(pachd_double.repos()) == {("default", "images")}
+    pachd_client.delete_pipeline("never-was")  # pachd: nothing to delete, no error
+
+
+def test_delete_inside_a_transaction_is_applied_at_once(
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
+) -> None:
+    """pachd 2.7 has no delete_pipeline transaction request: the delete runs in a write of
+    its own whatever the pach-transaction header says, and a finish that fails later
+    cannot bring the pipeline back."""
+    pachd_double.create_repo("images")
+    create(pachd_client, "edges", pfs("images"))
+    create(pachd_client, "old", pfs("images"))
+    pachd_double.fail_pipeline("edges", "boom")
+    txn = pachd_client.start_transaction()
+    pachd_client.transaction_id = txn.id
+    create(pachd_client, "edges", pfs("images"), image="registry.local/edges:2", update=True)
+    pachd_client.delete_pipeline("old", keep_repo=True)
+    pachd_client.transaction_id = None
+    assert ("default", "old") not in pachd_double.pipelines()
+    assert len(pachd_client.inspect_transaction(txn).requests) == 1
+    with pytest.raises(grpc.RpcError):
+        pachd_client.finish_transaction(txn)
+    assert ("default", "old") not in pachd_double.pipelines()
+    (deleted,) = pachd_double.deleted_pipelines()
+    assert deleted.transaction_header == txn.id
+
+
+def test_appending_sees_what_was_committed_since(
+    pachd_double: PachdDouble, pachd_client: python_pachyderm.Client
+) -> None:
+    """Each append dry-runs the queue against the committed state as it is then."""
+    pachd_double.create_repo("images")
+    txn = pachd_client.start_transaction()
+    queue = pachd_double.client()
+    queue.transaction_id = txn.id
+    create(queue, "edges", pfs("images"))
+    create(pachd_client, "edges", pfs("images"))  # committed directly in the meantime
+    with pytest.raises(grpc.RpcError) as excinfo:
+        create(queue, "montage", pfs("edges"))
+    assert rpc_error(excinfo) == (
+        grpc.StatusCode.ALREADY_EXISTS,
+        'error running request 1 of 2: pipeline "default/edges" already exists',
+    )
+    # As in pachd, the queued request fails every later append too, and at finish.
+    with pytest.raises(grpc.RpcError):
+        create(queue, "other", pfs("images"))
+    with pytest.raises(grpc.RpcError):
+        pachd_client.finish_transaction(txn)
+    assert len(pachd_client.inspect_transaction(txn).requests) == 1
+
+
 # ---------------------------------------------------------------- transactions
 
 
@@ -681,8 +806,8 @@ def test_unimplemented_rpcs_name_the_method(
         "method ListBranch not implemented",
     )
     with pytest.raises(grpc.RpcError) as excinfo:
-        pachd_client.delete_pipeline("edges")
-    assert excinfo.value.details() == "method DeletePipeline not implemented"
+        pachd_client.delete_all_pipelines()
+    assert excinfo.value.details() == "method DeleteAll not implemented"
 
 
 def test_call_counts_prove_contact(pachd_double: PachdDouble) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from pachhook.errors import InputError
 from pachhook.pachyderm.specs import parse_file
+from pachhook.pachyderm.stored import Deployed
 from pachhook.plan.load import plan_selection
 from pachhook.plan.planner import Remote, dag_order, make_plan
 from pachhook.repo.git import Repo
@@ -152,14 +153,24 @@ def test_remote_state_decides(plan_repo: Path):
     planned = plan_selection(Repo.discover(plan_repo), Selection(everything=True), {})
     plan = planned.plan
     train = next(i for i in plan.images if i.name.endswith("train"))
-    digests = {p.key: p.spec_digest for p in plan.pipelines}
-    digests[("default", "report")] = "something else"
-    del digests[("default", "score")]
-    remote = Remote(tags=frozenset({(train.state.repository, train.tag)}), pipelines=digests)
+    held = {p.key: Deployed(version=2, digest=p.spec_digest) for p in plan.pipelines}
+    held[("default", "report")] = Deployed(version=1, digest="something else")
+    del held[("default", "score")]
+    remote = Remote(tags={(train.state.repository, train.tag): True}, pipelines=held)
     again = make_plan(planned.workspace, planned.resolved.changes, planned.base, remote)
     images, pipes = actions(again)
-    assert images == {"train": "skip", "serve": "build"}
-    assert pipes == {"train": "skip", "score": "create", "report": "update"}
+    assert images == {"train": "exists", "serve": "build"}
+    assert pipes == {"train": "unchanged", "score": "create", "report": "update"}
+    # Changed outside pachhook since it applied version 1: restored, and said so.
+    held[("default", "train")] = Deployed(
+        3, held[("default", "train")].digest, ("transform.cmd",), 1
+    )
+    again = make_plan(planned.workspace, planned.resolved.changes, planned.base, remote)
+    (drifted,) = [p for p in again.pipelines if p.action == "drifted"]
+    assert drifted.pipeline.name == "train" and drifted.to_json()["drift"] == ["transform.cmd"]
+    assert "changed outside pachhook since pachhook applied version 1: transform.cmd" in {
+        r.why for r in drifted.reasons
+    }
 
 
 def test_working_tree_counts_staged_unstaged_untracked_not_ignored(plan_repo: Path):

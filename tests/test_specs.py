@@ -139,3 +139,27 @@ def test_json_documents_separated_by_yaml_markers_are_several_specs():
 def test_a_spec_without_image_has_none():
     (p,) = parse("a.json", json.dumps({"pipeline": {"name": "a"}, "transform": {"cmd": ["x"]}}))
     assert p.image is None and p.image_repository is None
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"pipeline": {"name": "a"}, "transform": {"image": "x:1", "cmd": ["sh"]}},
+        {
+            "pipeline": {"name": "a"},
+            "transform": {"cmd": ["sh"]},
+            "metadata": {"annotations": {"team": "ml"}, "labels": {"x": "y"}},
+        },
+        {"pipeline": {"name": "a"}, "Transform": {"Image": "x:1"}, "metaData": {"labels": {}}},
+        {"pipeline": {"name": "a"}, "transform": {"image": "x"}, "metadata": {"annotations": 3}},
+    ],
+)
+def test_the_applied_digest_is_the_digest_of_the_rewritten_spec(doc):
+    """The planner's shortcut must give what the deploy step annotates, or every pipeline
+    would look changed."""
+    (pipeline,) = parse("a.json", json.dumps(doc))
+    before = json.dumps(pipeline.document, sort_keys=True)
+    for image in ("registry.example/app:ph-1", None):
+        expected = specs.spec_digest(specs.rewritten(pipeline, image, {}))
+        assert specs.applied_digest(pipeline, image) == expected
+    assert json.dumps(pipeline.document, sort_keys=True) == before  # the parsed spec is shared

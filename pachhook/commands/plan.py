@@ -1,4 +1,7 @@
-"""`pachhook plan`: what a run would build and update, and why. Changes nothing."""
+"""`pachhook plan`: what a run would build and update, and why. Changes nothing.
+
+When something is to be decided, the registry and the cluster are read (read-only) first,
+so the actions say what a run will do; `--offline` reads neither."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pachhook.commands import (
     ci_report,
     config_note,
     env,
+    err,
     out,
     print_json,
     repo,
@@ -36,6 +40,12 @@ def register(subparsers: Any) -> None:
         "--json", dest="format", action="store_const", const="json", help="--format json"
     )
     parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="read neither the registry nor the cluster: the actions are what a run does "
+        "if they differ",
+    )
+    parser.add_argument(
         DETAILED_EXITCODE,
         dest="detailed_exitcode",
         action="store_true",
@@ -53,8 +63,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pachhook.errors import PachhookError
-    from pachhook.plan.load import plan_selection
     from pachhook.run.report import plan_lines
+    from pachhook.run.runner import plan_with_state
 
     environment = env(args)
     report = ci_report(args, environment)
@@ -62,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         found = repo()
         report = report.at(found.root) if report else None
         config_note(found, args.working_tree)
-        planned = plan_selection(found, selection(args), environment)
+        planned = plan_with_state(found, selection(args), environment, offline=args.offline)
     except PachhookError as exc:
         if report:
             report.failed("plan", exc.message)
@@ -70,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
             exc.exit_code = 1  # 2 means "changes planned" here
         raise
     plan = planned.plan
+    for note in plan.unread:
+        err(f"pachhook: {note}; the plan below does not know it")
     if args.format == "json":
         print_json(plan.to_json())
     elif args.format == "markdown":

@@ -11,6 +11,7 @@ from pachhook.commands import (
     ci_report,
     config_note,
     env,
+    err,
     positive,
     repo,
     selection,
@@ -46,6 +47,18 @@ def register(subparsers: Any) -> None:
         help="images built at once (default: jobs in the config, else 2)",
     )
     parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the pipelines pachhook applied from this repository whose spec is gone "
+        "(downstream first; their output repos are kept)",
+    )
+    parser.add_argument(
+        "--no-restore-drift",
+        dest="restore_drift",
+        action="store_false",
+        help="leave pipelines changed outside pachhook as they are (exit 1 when CI is set)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print the plan and the run's record as JSON"
     )
     add_ci_options(parser)
@@ -53,6 +66,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pachhook.config import in_ci
     from pachhook.errors import PachhookError
     from pachhook.run.executor import RunOptions
     from pachhook.run.runner import run_selection
@@ -63,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         deploy=not args.no_deploy,
         reprocess=args.reprocess,
         jobs=args.jobs,
+        prune=args.prune,
+        restore_drift=args.restore_drift,
     )
     environment = env(args)
     report = ci_report(args, environment)
@@ -83,4 +99,11 @@ def run(args: argparse.Namespace) -> int:
         if report:
             report.failed("run", exc.message)
         raise
+    if not args.restore_drift and record.left_drifted and in_ci(environment):
+        # Left alone on purpose, but a CI job must not pass over a cluster that differs.
+        err(
+            "pachhook: changed outside pachhook and left as they are: "
+            + ", ".join(record.left_drifted)
+        )
+        return 1
     return record.exit_code

@@ -313,6 +313,7 @@ def deploy(
     say: Callable[[str], None],
 ) -> int:
     """The detached process: for each pending job, wait for its push, then deploy it."""
+    from pachhook.hooks.push import hooks_prune
     from pachhook.run.executor import RunOptions
     from pachhook.run.runner import run_selection
 
@@ -361,7 +362,8 @@ def deploy(
                     )
                     continue
                 say(f"accepted: {verdict.reason}")
-                record = run_selection(repo, job.selection, RunOptions(), env, trigger=KIND)
+                options = RunOptions(prune=hooks_prune(repo))
+                record = run_selection(repo, job.selection, options, env, trigger=KIND)
                 applied = sum(1 for p in record.pipelines if p.status == "applied")
                 if record.ok:
                     final(job, "done", run=record.id, reason=f"{applied} pipeline(s) applied")

@@ -18,6 +18,7 @@ from pachhook.hooks.push import (
     PushGroup,
     PushTarget,
     group_by_commit,
+    hooks_prune,
     parse_updates,
     pre_commit_push,
     push_targets,
@@ -52,7 +53,7 @@ def pre_push(
     work = []
     for group in group_by_commit(repo, targets):
         planned = plan_selection(repo, group.selection, env)
-        if planned.plan.evaluated and not planned.plan.nothing_to_do:
+        if planned.plan.evaluated and (not planned.plan.nothing_to_do or _prunes(repo, planned)):
             work.append((group, planned))
     if not work:
         if targets:
@@ -97,7 +98,11 @@ def _build_then_deploy(
             deploying = []
         sync_deploy = sync and bool(deploying)
         if planned.plan.builds or sync_deploy:
-            options = RunOptions(deploy=sync_deploy, held_because="see below")
+            options = RunOptions(
+                deploy=sync_deploy,
+                held_because="see below",
+                prune=sync_deploy and hooks_prune(repo),
+            )
             record = run_planned(repo, planned, options, env, trigger="pre-push")
             if not record.ok:
                 if settings.on_build_failure == "block":
@@ -117,7 +122,7 @@ def _build_then_deploy(
                         repo.state_dir, job.entry("failed", error=f"at pre-push: {record.error}")
                     )
                 continue
-        if not planned.plan.deploys:
+        if not planned.plan.deploys and not _prunes(repo, planned):
             continue
         for target in group.targets:
             if target not in deploying and not dry_run:
@@ -133,6 +138,11 @@ def _build_then_deploy(
                 f"accepted the push (pachhook status; log: {where})"
             )
     return 0
+
+
+def _prunes(repo: Repo, planned: Planned) -> bool:
+    """A removed spec is acted on by a hook only where the operator's settings say so."""
+    return bool(planned.plan.removed) and hooks_prune(repo)
 
 
 def _job(group: PushGroup, target: PushTarget, remote: str, timeout: float) -> Job:

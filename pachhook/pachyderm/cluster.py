@@ -20,7 +20,8 @@ from pachhook.pachyderm.connection import (
     resolve_connection,
     system_root_certs,
 )
-from pachhook.pachyderm.specs import ANNOTATION_DIGEST, Pipeline
+from pachhook.pachyderm.specs import Pipeline
+from pachhook.pachyderm.stored import Stored
 
 DEFAULT_PROJECT = "default"
 
@@ -57,7 +58,15 @@ class PachydermCluster:
         self._root_certs: bytes | None = None
         if connection.endpoint.tls:
             self._root_certs = _pem(connection.root_certs or system_root_certs())
-        self._client = self._new_client()
+        self._made_client: Any = None
+
+    @property
+    def _client(self) -> Any:
+        """python-pachyderm's client, made (and imported) when first needed: a plan reads
+        the pipelines without it (listing.py)."""
+        if self._made_client is None:
+            self._made_client = self._new_client()
+        return self._made_client
 
     @classmethod
     def connect(cls, config: Config, env: Mapping[str, str]) -> PachydermCluster:
@@ -85,16 +94,44 @@ class PachydermCluster:
     # ---- reading
 
     def pipeline_digests(self) -> Mapping[tuple[str, str], str | None]:
-        """One ListPipeline: it returns details (and so annotations) in pachd 2.7."""
+        """Every pipeline's spec digest annotation (None when it has none)."""
+        return {key: stored.digest for key, stored in self.pipelines().items()}
+
+    def pipelines(self) -> dict[tuple[str, str], Stored]:
+        """The version every pipeline runs, and its annotations: one ListPipeline, of which
+        only those are decoded (listing.py); `details` stays None."""
+        from pachhook.pachyderm.listing import list_pipelines
+
+        endpoint = self.connection.endpoint
+        try:
+            found = list_pipelines(
+                f"{endpoint.dial_host}:{endpoint.port}",
+                token=self.connection.token,
+                root_certs=self._root_certs,
+            )
+        except client_errors() as exc:
+            raise self._failure(exc, "listing pipelines") from None
+        return {stored.key: stored for stored in found}
+
+    def pipelines_in_full(self) -> dict[tuple[str, str], Stored]:
+        """As `pipelines`, with every stored spec (python-pachyderm's ListPipeline, which
+        returns details in pachd 2.7)."""
         try:
             infos = list(self._client.list_pipeline(details=True))
         except client_errors() as exc:
             raise self._failure(exc, "listing pipelines") from None
-        digests: dict[tuple[str, str], str | None] = {}
-        for info in infos:
-            key = (info.pipeline.project.name or DEFAULT_PROJECT, info.pipeline.name)
-            digests[key] = info.details.metadata.annotations.get(ANNOTATION_DIGEST)
-        return digests
+        return {stored.key: stored for stored in map(_stored, infos)}
+
+    def history(self, key: tuple[str, str]) -> list[Stored]:
+        """Every stored version of one pipeline (ListPipeline for it, history -1)."""
+        project, name = key
+        try:
+            infos = list(
+                self._client.inspect_pipeline(name, history=-1, details=True, project_name=project)
+            )
+        except client_errors() as exc:
+            raise self._failure(exc, f"reading the versions of pipeline {project}/{name}") from None
+        return [_stored(info) for info in infos]
 
     def pipeline_images(self) -> Mapping[tuple[str, str], str]:
         """The image (transform.image) each pipeline runs now, from one ListPipeline."""
@@ -154,6 +191,17 @@ class PachydermCluster:
                 exc, f"{what} (whether it was applied is unknown: check pachctl list pipeline)"
             ) from None
         return txn_id
+
+    def delete(self, key: tuple[str, str]) -> None:
+        """Delete one pipeline, keeping its output repo (it stays as a plain repo).
+
+        pachd has no transactional delete: TransactionRequest has no delete_pipeline in 2.7
+        to 2.12, and a DeletePipeline sent inside a transaction is carried out at once."""
+        project, name = key
+        try:
+            self._client.delete_pipeline(name, keep_repo=True, project_name=project)
+        except client_errors() as exc:
+            raise self._failure(exc, f"deleting pipeline {project}/{name}") from None
 
     def _abandon(self, txn_id: str) -> bool:
         """Delete an unfinished transaction; True when it was still there (so nothing of
@@ -251,6 +299,16 @@ def _name(pipeline: Pipeline) -> str:
     return f"{pipeline.project}/{pipeline.name}"
 
 
+def _stored(info: Any) -> Stored:
+    return Stored(
+        project=info.pipeline.project.name or DEFAULT_PROJECT,
+        name=info.pipeline.name,
+        version=info.version,
+        annotations=dict(info.details.metadata.annotations),
+        details=info.details,
+    )
+
+
 # -- specs -> requests ----------------------------------------------------------------------
 
 
@@ -270,6 +328,14 @@ def to_request(pipeline: Pipeline, spec: dict[str, Any], reprocess: bool) -> Any
     request.reprocess = reprocess
     request.pipeline.project.name = pipeline.project
     return request
+
+
+def requested_spec(pipeline: Pipeline, spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec fields of the request pachhook would send for `spec`, under proto field
+    names (as `stored.spec_of` reads a stored spec)."""
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(to_request(pipeline, spec, False), preserving_proto_field_name=True)
 
 
 _UNKNOWN_FIELD = re.compile(r'has no field named "([^"]+)" at "CreatePipelineRequest\.?([^"]*)"')

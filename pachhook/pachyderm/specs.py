@@ -13,10 +13,19 @@ from pachhook.errors import InputError, located
 
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 # What pachhook writes into metadata.annotations of every spec it applies.
+ANNOTATION_PREFIX = "pachhook.io/"
 ANNOTATION_DIGEST = "pachhook.io/spec-digest"
 ANNOTATION_COMMIT = "pachhook.io/source-commit"
+# Which repository manages the pipeline (its remote URL without credentials) and from
+# which spec file: what `run --prune` goes by.
+ANNOTATION_REPOSITORY = "pachhook.io/repository"
+ANNOTATION_SPEC_FILE = "pachhook.io/spec-file"
+# The pipeline version the write makes: a stored version that differs was written by
+# someone else (pachctl edit pipeline keeps every annotation).
+ANNOTATION_VERSION = "pachhook.io/version"
 
 
+@lru_cache(maxsize=4096)
 def snake(key: str) -> str:
     """pachctl reads specs with protojson, which takes proto names and camelCase alike."""
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
@@ -280,6 +289,49 @@ def _child(doc: dict[str, Any], name: str) -> dict[str, Any]:
 def _set(doc: dict[str, Any], name: str, value: Any) -> None:
     for key in list(doc):
         if snake(key) == name:
+            doc[key] = value
+            return
+    doc[name] = value
+
+
+# (id of a parsed document, image) -> (that document, its applied digest). Parsed
+# documents are shared and never changed (`parse_file`), and the entry holds its document,
+# so the id cannot be reused while the entry lives.
+_APPLIED: dict[tuple[int, str | None], tuple[dict[str, Any], str]] = {}
+APPLIED_KEPT = 8192
+
+
+def applied_digest(pipeline: Pipeline, image: str | None) -> str:
+    """`spec_digest(rewritten(pipeline, image, {}))`, without copying the whole document:
+    only the objects on the way to what is set are new. The planner asks this of every
+    pipeline it may apply, again once state is read: the answer is remembered."""
+    key = (id(pipeline.document), image)
+    known = _APPLIED.get(key)
+    if known is not None and known[0] is pipeline.document:
+        return known[1]
+    digest = _applied_digest(pipeline, image)
+    if len(_APPLIED) >= APPLIED_KEPT:
+        _APPLIED.clear()
+    _APPLIED[key] = (pipeline.document, digest)
+    return digest
+
+
+def _applied_digest(pipeline: Pipeline, image: str | None) -> str:
+    doc = dict(pipeline.document)
+    if image is not None:
+        transform = dict(_child(doc, "transform"))
+        _set(transform, "image", image)
+        _replace(doc, "transform", transform)
+    metadata = dict(_child(doc, "metadata"))
+    _replace(metadata, "annotations", dict(_child(metadata, "annotations")))
+    _replace(doc, "metadata", metadata)
+    return spec_digest(doc)
+
+
+def _replace(doc: dict[str, Any], name: str, value: dict[str, Any]) -> None:
+    """Put `value` where `_child(doc, name)` found (or made) its object."""
+    for key, old in doc.items():
+        if snake(key) == name and isinstance(old, dict):
             doc[key] = value
             return
     doc[name] = value

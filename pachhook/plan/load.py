@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
+from pachhook.config import Config, parse_found
 from pachhook.config import find as find_config
-from pachhook.config import parse_found
 from pachhook.errors import InputError
 from pachhook.pachyderm.specs import Pipeline, is_spec_candidate
 from pachhook.plan.planner import Planned, Remote, make_plan, unevaluated
 from pachhook.plan.relevance import relevance, templates_unchanged
 from pachhook.repo.git import Repo
-from pachhook.repo.selection import Selection, resolve
+from pachhook.repo.selection import ChangeSet, Selection, resolve
 from pachhook.repo.source import CommitSource
 
 if TYPE_CHECKING:
+    from pachhook.docker.digest import ImageState
     from pachhook.plan.workspace import Workspace
 
 
+class Prefetch(Protocol):
+    """Told what the plan is made of as soon as it is known, so that state can be asked
+    for while the rest is read (plan/state.py)."""
+
+    def config(self, config: Config) -> None: ...
+
+    def images(self, images: Sequence[ImageState], changes: ChangeSet, config: Config) -> None: ...
+
+
 def plan_selection(
-    repo: Repo, selection: Selection, env: Mapping[str, str], remote: Remote | None = None
+    repo: Repo,
+    selection: Selection,
+    env: Mapping[str, str],
+    remote: Remote | None = None,
+    *,
+    prefetch: Prefetch | None = None,
 ) -> Planned:
     resolved = resolve(repo, selection)
     source, changes = resolved.source, resolved.changes
@@ -36,8 +51,17 @@ def plan_selection(
     from pachhook.plan.workspace import load_workspace
 
     config = config or parse_found(found, env)
+    if prefetch is not None:
+        prefetch.config(config)
     missing = frozenset(changes.paths - source.path_set)
-    workspace = load_workspace(source, env, missing=missing, config=config)
+    known = config
+    workspace = load_workspace(
+        source,
+        env,
+        missing=missing,
+        config=config,
+        on_images=(lambda images: prefetch.images(images, changes, known)) if prefetch else None,
+    )
     changed_specs = [p for p in changes.paths if is_spec_candidate(p, config)]
     base = _base_pipelines(repo, changes.base, changed_specs, workspace, changes.paths)
     return Planned(

@@ -11,17 +11,21 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pachhook.config import ImageConfig, ImageIndex, files_read
 from pachhook.errors import InputError
-from pachhook.pachyderm.specs import Pipeline, rewritten, spec_digest
+from pachhook.pachyderm.specs import Pipeline, applied_digest
 
 if TYPE_CHECKING:
     from pachhook.docker.digest import ImageState
+    from pachhook.pachyderm.stored import Deployed
     from pachhook.plan.workspace import Workspace
     from pachhook.repo.selection import ChangeSet, Resolved
 
-BUILD, SKIP = "build", "skip"
-CREATE, UPDATE = "create", "update"
+BUILD, SKIP, EXISTS = "build", "skip", "exists"
+CREATE, UPDATE, UNCHANGED, DRIFTED = "create", "update", "unchanged", "drifted"
 BROKEN = "broken"  # an image that cannot be built from the source: reported, not built
 HELD = "held"  # a pipeline that would change but runs (or reads from) a broken image
+APPLIED = (CREATE, UPDATE, DRIFTED)  # the pipeline actions a run applies
+# How the registry and the cluster were known when the plan was made.
+READ, OFFLINE, UNREACHABLE = "read", "offline", "unreachable"
 
 
 class Reason(NamedTuple):
@@ -35,8 +39,43 @@ class Reason(NamedTuple):
 class Remote(NamedTuple):
     """What the registry and the cluster hold, where it is known."""
 
-    tags: frozenset[tuple[str, str]] | None = None  # (repository, tag) present in the registry
-    pipelines: Mapping[tuple[str, str], str | None] | None = None  # key -> stored spec digest
+    # (repository, tag) -> whether the registry has the tag with our content; a tag not
+    # asked about is missing. None: the registry was not read.
+    tags: Mapping[tuple[str, str], bool] | None = None
+    # (repository, tag) -> why the registry's tag cannot be used (it holds other content)
+    refused: Mapping[tuple[str, str], str] = {}
+    pipelines: Mapping[tuple[str, str], Deployed] | None = None  # None: the cluster was not read
+    registry: str = OFFLINE
+    cluster: str = OFFLINE
+    notes: tuple[str, ...] = ()  # why a side could not be read
+
+
+class Removed(NamedTuple):
+    """A pipeline whose spec is gone from the source."""
+
+    project: str
+    name: str
+    spec_file: str | None
+    on_cluster: bool | None = None  # None: the cluster was not read
+    managed: bool = False  # pachhook applied it from this repository: `run --prune` deletes it
+    inputs: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.project, self.name)
+
+    @property
+    def prunable(self) -> bool:
+        return bool(self.on_cluster) and self.managed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "project": self.project,
+            "spec_file": self.spec_file,
+            "on_cluster": self.on_cluster,
+            "managed": self.managed,
+        }
 
 
 class ImagePlan(NamedTuple):
@@ -78,13 +117,15 @@ class PipelinePlan(NamedTuple):
     action: str
     reasons: tuple[Reason, ...]
     spec_digest: str
+    drift: tuple[str, ...] = ()  # with DRIFTED: the fields changed outside pachhook
+    deployed: Deployed | None = None  # what the cluster holds, when it was read
 
     @property
     def key(self) -> tuple[str, str]:
         return self.pipeline.key
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.pipeline.name,
             "project": self.pipeline.project,
             "spec_file": self.pipeline.spec_file,
@@ -94,15 +135,21 @@ class PipelinePlan(NamedTuple):
             # A spec evaluated from a template: the instance it came from.
             **({"origin": self.pipeline.origin} if self.pipeline.origin else {}),
         }
+        if self.action == DRIFTED:
+            out["drift"] = list(self.drift)
+        return out
 
 
 class Plan(NamedTuple):
     changed_files: tuple[str, ...]
     images: tuple[ImagePlan, ...]
     pipelines: tuple[PipelinePlan, ...]  # DAG order: upstream first
-    removed: tuple[Pipeline, ...] = ()  # specs gone from the source: reported, never deleted
+    removed: tuple[Removed, ...] = ()  # specs gone from the source; downstream first
     evaluated: bool = True  # False: no changed file could matter, nothing was read
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what the plan leaves out or cannot see in the source
+    registry: str = OFFLINE  # READ, OFFLINE or UNREACHABLE
+    cluster: str = OFFLINE
+    unread: tuple[str, ...] = ()  # why the registry or the cluster could not be read
 
     @property
     def builds(self) -> tuple[ImagePlan, ...]:
@@ -110,7 +157,7 @@ class Plan(NamedTuple):
 
     @property
     def deploys(self) -> tuple[PipelinePlan, ...]:
-        return tuple(p for p in self.pipelines if p.action not in (SKIP, HELD))
+        return tuple(p for p in self.pipelines if p.action in APPLIED)
 
     @property
     def broken(self) -> tuple[ImagePlan, ...]:
@@ -121,18 +168,29 @@ class Plan(NamedTuple):
         return tuple(p for p in self.pipelines if p.action == HELD)
 
     @property
+    def drifted(self) -> tuple[PipelinePlan, ...]:
+        return tuple(p for p in self.pipelines if p.action == DRIFTED)
+
+    @property
+    def prunable(self) -> tuple[Removed, ...]:
+        """What `run --prune` deletes, downstream first."""
+        return tuple(r for r in self.removed if r.prunable)
+
+    @property
     def nothing_to_do(self) -> bool:
         return not self.builds and not self.deploys
+
+    @property
+    def state(self) -> dict[str, str]:
+        return {"registry": self.registry, "cluster": self.cluster}
 
     def to_json(self) -> dict[str, Any]:
         return {
             "changed_files": list(self.changed_files),
+            "state": self.state,
             "images": [i.to_json() for i in self.images],
             "pipelines": [p.to_json() for p in self.pipelines],
-            "removed_pipelines": [
-                {"name": p.name, "project": p.project, "spec_file": p.spec_file}
-                for p in self.removed
-            ],
+            "removed_pipelines": [r.to_json() for r in self.removed],
             "evaluated": self.evaluated,
             "notes": list(self.notes),
         }
@@ -168,7 +226,12 @@ def make_plan(
     remote: Remote | None = None,
 ) -> Plan:
     """`base_pipelines`: the specs at the change's base, for the spec files that changed
-    (None when there is no base, as in a first commit)."""
+    (None when there is no base, as in a first commit).
+
+    `remote`: what the registry and the cluster hold, where they were read. The actions
+    then say what a run will do: a tag already in the registry `exists`, a pipeline the
+    cluster already runs is `unchanged`, one changed outside pachhook is `drifted`.
+    Without it they say what a run does if the registry and the cluster differ."""
     remote = remote or Remote()
     config = workspace.config
     config_changed = bool(changes.paths & set(files_read(config)))
@@ -179,7 +242,6 @@ def make_plan(
         else Reason(config.path or "pachhook.toml", "configuration changed")
     )
 
-    image_plans: list[ImagePlan] = []
     hits_by_image: dict[tuple[str, str | None], tuple[Reason, ...]] = {}
     for state in workspace.images:
         hits = sorted(changes.paths & (set(state.inputs) | set(state.removed_inputs)))
@@ -187,56 +249,16 @@ def make_plan(
             Reason(p, "input removed" if p in state.removed_inputs else "input changed")
             for p in hits
         )
-        if everything:
-            reasons = (blanket, *reasons)
-        hits_by_image[state.key] = reasons
-        action = BUILD if reasons else SKIP
-        if (
-            action == BUILD
-            and remote.tags is not None
-            and (state.repository, state.tag) in remote.tags
-        ):
-            action = SKIP
-            reasons = (*reasons, Reason(None, f"tag {state.tag} already in the registry"))
-        if not reasons:
-            reasons = (Reason(None, "no input changed"),)
-        image_plans.append(ImagePlan(state, state.name, action, reasons, state.tag))
+        hits_by_image[state.key] = (blanket, *reasons) if everything else reasons
 
-    broken_now: set[tuple[str, str | None]] = set()
-    for unbuildable in workspace.broken:
-        bad_context = unbuildable.config.context
-        inside = any(
-            bad_context == "."
-            or p == unbuildable.config.dockerfile_path
-            or p.startswith(bad_context + "/")
-            for p in changes.paths
-        )
-        # Reported as broken where the run would build it; else it waits, said so.
-        action = BROKEN if everything or inside else SKIP
-        if action == BROKEN:
-            broken_now.add(unbuildable.config.key)
-        said = (
-            unbuildable.error
-            if action == BROKEN
-            else f"cannot be built from this source: {unbuildable.error}"
-        )
-        image_plans.append(
-            ImagePlan(
-                None,
-                unbuildable.config.name,
-                action,
-                (Reason(None, said),),
-                None,
-                unbuildable.config,
-            )
-        )
-
+    broken_plans, broken_now = _broken(workspace, changes, everything)
     index = ImageIndex([s.config for s in workspace.images])
     broken_configs = [b.config for b in workspace.broken]
     broken_index = ImageIndex(broken_configs)
     base = base_pipelines or {}
     pipeline_plans = []
     held_outputs: set[tuple[str, str]] = set()
+    run_by: dict[tuple[str, str | None], str] = {}  # image -> a pipeline to apply that runs it
     for pipeline in dag_order(workspace.pipelines):
         found = index.match(pipeline.image) if pipeline.image else None
         built = workspace.images[found] if found is not None else None
@@ -269,10 +291,14 @@ def make_plan(
             continue
         # The digest of the spec as it would be applied: only worth computing where a
         # pipeline may be applied.
-        desired = spec_digest(rewritten(pipeline, image_ref, {})) if why else ""
-        action = _pipeline_action(pipeline, why, is_new, desired, remote)
-        if action == SKIP and why and remote.pipelines is not None:
-            why.append(Reason(None, "the cluster already runs this spec"))
+        desired = applied_digest(pipeline, image_ref) if why else ""
+        deployed = remote.pipelines.get(pipeline.key) if remote.pipelines is not None else None
+        action = _pipeline_action(why, is_new, desired, remote, deployed)
+        said = _cluster_says(action, deployed, remote)
+        if said:
+            why.append(said)
+        if action in APPLIED and built is not None:
+            run_by.setdefault(built.key, f"{pipeline.project}/{pipeline.name}")
         pipeline_plans.append(
             PipelinePlan(
                 pipeline=pipeline,
@@ -281,18 +307,62 @@ def make_plan(
                 action=action,
                 reasons=tuple(why) or (Reason(None, "neither its spec nor its image changed"),),
                 spec_digest=desired,
+                drift=(deployed.drift or ()) if deployed and action == DRIFTED else (),
+                deployed=deployed,
             )
         )
 
-    present = {q.key for q in workspace.pipelines} | {g[0].key for g in workspace.duplicates}
-    removed = tuple(p for key, p in sorted(base.items()) if key not in present)
+    image_plans = tuple(
+        _image_plan(state, hits_by_image[state.key], run_by.get(state.key), remote)
+        for state in workspace.images
+    )
     return Plan(
         changed_files=tuple(sorted(changes.paths)),
-        images=tuple(image_plans),
+        images=image_plans + broken_plans,
         pipelines=tuple(pipeline_plans),
-        removed=removed,
+        removed=_removed(workspace, base, remote),
+        registry=remote.registry,
+        cluster=remote.cluster,
         notes=_notes(workspace),
+        unread=remote.notes,
     )
+
+
+def _broken(
+    workspace: Workspace, changes: ChangeSet, everything: bool
+) -> tuple[tuple[ImagePlan, ...], set[tuple[str, str | None]]]:
+    """The images that cannot be built from the source, and those of them the run would
+    build (the others wait, and are said to)."""
+    plans = []
+    broken_now: set[tuple[str, str | None]] = set()
+    for unbuildable in workspace.broken:
+        bad_context = unbuildable.config.context
+        inside = any(
+            bad_context == "."
+            or p == unbuildable.config.dockerfile_path
+            or p.startswith(bad_context + "/")
+            for p in changes.paths
+        )
+        # Reported as broken where the run would build it; else it waits, said so.
+        action = BROKEN if everything or inside else SKIP
+        if action == BROKEN:
+            broken_now.add(unbuildable.config.key)
+        said = (
+            unbuildable.error
+            if action == BROKEN
+            else f"cannot be built from this source: {unbuildable.error}"
+        )
+        plans.append(
+            ImagePlan(
+                None,
+                unbuildable.config.name,
+                action,
+                (Reason(None, said),),
+                None,
+                unbuildable.config,
+            )
+        )
+    return tuple(plans), broken_now
 
 
 def _blocker(
@@ -332,16 +402,109 @@ def _notes(workspace: Workspace) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def _image_plan(
+    state: ImageState, reasons: tuple[Reason, ...], run_by: str | None, remote: Remote
+) -> ImagePlan:
+    """`reasons`: why it may need building; `run_by`: a pipeline to apply that runs it.
+    The registry, where read, says whether it does."""
+    key = (state.repository, state.tag)
+    read = remote.tags is not None
+    present = remote.tags.get(key) if remote.tags is not None else None
+    refused = remote.refused.get(key)
+    if not reasons and (run_by is None or not read):
+        return ImagePlan(state, state.name, SKIP, (Reason(None, "no input changed"),), state.tag)
+    if not reasons:
+        reasons = (Reason(None, f"no input changed; pipeline {run_by} runs it"),)
+    if refused:
+        return ImagePlan(state, state.name, BUILD, (*reasons, Reason(None, refused)), state.tag)
+    if present:
+        found = Reason(None, f"tag {state.tag} already in the registry")
+        return ImagePlan(state, state.name, EXISTS, (*reasons, found), state.tag)
+    if read:
+        reasons = (*reasons, Reason(None, f"tag {state.tag} not in the registry"))
+    return ImagePlan(state, state.name, BUILD, reasons, state.tag)
+
+
 def _pipeline_action(
-    pipeline: Pipeline, reasons: list[Reason], is_new: bool, desired: str, remote: Remote
+    reasons: list[Reason], is_new: bool, desired: str, remote: Remote, deployed: Deployed | None
 ) -> str:
     if not reasons:
         return SKIP
     if remote.pipelines is None:
         return CREATE if is_new else UPDATE
-    if pipeline.key not in remote.pipelines:
+    if deployed is None:
         return CREATE
-    return SKIP if remote.pipelines[pipeline.key] == desired else UPDATE
+    if deployed.drift:
+        return DRIFTED
+    return UNCHANGED if deployed.digest == desired else UPDATE
+
+
+def _cluster_says(action: str, deployed: Deployed | None, remote: Remote) -> Reason | None:
+    """What the cluster told, as a reason; None where it was not asked."""
+    if remote.pipelines is None or action == SKIP:
+        return None
+    if deployed is None:
+        return Reason(None, "not on the cluster")
+    version = deployed.version
+    if action == DRIFTED:
+        fields = ", ".join(deployed.drift or ())
+        return Reason(
+            None,
+            f"changed outside pachhook since pachhook applied version {deployed.since}: {fields}",
+        )
+    if action == UNCHANGED:
+        return Reason(None, f"the cluster already runs this spec (version {version})")
+    if deployed.digest is None:
+        return Reason(None, f"the cluster's version {version} was not applied by pachhook")
+    return Reason(None, f"the cluster runs another spec (version {version})")
+
+
+def _removed(
+    workspace: Workspace, base: Mapping[tuple[str, str], Pipeline], remote: Remote
+) -> tuple[Removed, ...]:
+    """Specs gone from the source: those of the change's base, and (with the cluster read)
+    every pipeline pachhook applied from this repository whose spec is no longer here;
+    downstream first, the order a prune deletes them in."""
+    # A pipeline defined twice is still in the repository (it waits for the user's choice).
+    keys = {p.key for p in workspace.pipelines} | {g[0].key for g in workspace.duplicates}
+    found = {
+        key: Removed(p.project, p.name, p.spec_file, inputs=p.inputs)
+        for key, p in sorted(base.items())
+        if key not in keys
+    }
+    on_cluster = remote.pipelines
+    if on_cluster is not None:
+        for key, deployed in sorted(on_cluster.items()):
+            if key not in keys and deployed.managed_here:
+                found.setdefault(key, Removed(*key, deployed.spec_file, inputs=deployed.inputs))
+        for key, removed in found.items():
+            held = on_cluster.get(key)
+            found[key] = removed._replace(
+                on_cluster=held is not None,
+                managed=bool(held and held.managed_here),
+                inputs=held.inputs if held and held.inputs else removed.inputs,
+            )
+    return _downstream_first(list(found.values()))
+
+
+def _downstream_first(items: list[Removed]) -> tuple[Removed, ...]:
+    """A pipeline before the pipelines whose output repos it reads; ties by name."""
+    keys = {r.key for r in items}
+    readers: dict[tuple[str, str], set[tuple[str, str]]] = {r.key: set() for r in items}
+    for r in items:
+        for repo in r.inputs:
+            if repo in keys and repo != r.key:
+                readers[repo].add(r.key)
+    by_key = {r.key: r for r in items}
+    order: list[Removed] = []
+    done: set[tuple[str, str]] = set()
+    while len(order) < len(items):
+        ready = sorted(k for k in by_key if k not in done and readers[k] <= done)
+        # A cycle cannot be stored by pachd; should one appear, take the rest by name.
+        for key in ready or sorted(k for k in by_key if k not in done):
+            order.append(by_key[key])
+            done.add(key)
+    return tuple(order)
 
 
 def dag_order(pipelines: Iterable[Pipeline]) -> list[Pipeline]:

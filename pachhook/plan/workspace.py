@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -281,8 +281,10 @@ def load_workspace(
     *,
     missing: frozenset[str] = frozenset(),
     config: Config | None = None,
+    on_images: Callable[[tuple[ImageState, ...]], None] | None = None,
 ) -> Workspace:
-    """Everything pachhook knows of a source. `missing`: changed paths the source lacks."""
+    """Everything pachhook knows of a source. `missing`: changed paths the source lacks;
+    `on_images`: told the images before the specs are read."""
     config = config or config_of(source, env)
     problems = Problems()
     analyzed: list[tuple[ImageConfig, _Analyzed]] = []
@@ -304,6 +306,8 @@ def load_workspace(
             images.append(_state(image, config, source, missing, found))
         except InputError as exc:
             broken.append(BrokenImage(image, exc.message))
+    if on_images is not None:
+        on_images(tuple(images))
     pipelines = pipelines_at(source, config, problems=problems)
     instances: list[Instance] = []
     with problems.gather():

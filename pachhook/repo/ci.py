@@ -14,8 +14,9 @@ import json
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from pachhook.config import in_ci
+
 ZERO_SHA = "0" * 40
-TRUE = frozenset({"true", "1", "yes"})
 
 
 class CiChange(NamedTuple):
@@ -26,9 +27,9 @@ class CiChange(NamedTuple):
 
 def detect(env: Mapping[str, str]) -> CiChange | None:
     """The CI job this process runs in (CI=true or GITHUB_ACTIONS=true), or None."""
-    github = env.get("GITHUB_ACTIONS", "").strip().lower() == "true"
-    if not github and env.get("CI", "").strip().lower() not in TRUE:
+    if not in_ci(env):
         return None
+    github = env.get("GITHUB_ACTIONS", "").strip().lower() == "true"
     since, source = _pre_commit(env)
     if github:
         system = "GitHub Actions"

@@ -17,19 +17,36 @@ from typing import Any, Protocol
 from pachhook.docker.digest import ImageState
 from pachhook.docker.engine import ImageResult
 from pachhook.errors import PachhookError
-from pachhook.pachyderm.specs import ANNOTATION_COMMIT, ANNOTATION_DIGEST, Pipeline, rewritten
+from pachhook.pachyderm.specs import (
+    ANNOTATION_COMMIT,
+    ANNOTATION_DIGEST,
+    ANNOTATION_REPOSITORY,
+    ANNOTATION_SPEC_FILE,
+    ANNOTATION_VERSION,
+    Pipeline,
+    rewritten,
+)
+from pachhook.pachyderm.stored import Deployed, Stored
 from pachhook.plan.planner import (
     BUILD,
+    DRIFTED,
+    EXISTS,
     HELD,
+    READ,
     SKIP,
     ImagePlan,
     PipelinePlan,
     Plan,
     Planned,
     Remote,
+    Removed,
     make_plan,
 )
+from pachhook.plan.state import cluster_state
 from pachhook.repo.source import Source
+
+PRUNE = "prune"  # the action of a pipeline deleted because its spec is gone
+LEFT_DRIFTED = "left as it is (--no-restore-drift)"  # the reason a drifted one was not applied
 
 
 @dataclass(frozen=True)
@@ -40,14 +57,16 @@ class RunOptions:
     reprocess: bool | None = None  # None: the config decides
     jobs: int | None = None  # None: the config decides
     held_because: str = "--no-deploy"  # why pipelines wait, when deploy is False
+    prune: bool = False  # delete the pipelines pachhook applied from here whose spec is gone
+    restore_drift: bool = True  # False: a pipeline changed outside pachhook is left as it is
 
 
 @dataclass(frozen=True)
 class PipelineResult:
     project: str
     name: str
-    action: str  # create | update | skip
-    status: str  # applied | unchanged | not applied | planned
+    action: str  # create | update | drifted | unchanged | skip | prune
+    status: str  # applied | unchanged | not applied | planned | deleted | not deleted
     image: str | None
     reasons: tuple[str, ...] = ()
 
@@ -74,6 +93,15 @@ class RunRecord:
     @property
     def exit_code(self) -> int:
         return 0 if self.ok else 1
+
+    @property
+    def left_drifted(self) -> list[str]:
+        """Pipelines changed outside pachhook that this run left as they are."""
+        return [
+            f"{p.project}/{p.name}"
+            for p in self.pipelines
+            if p.action == DRIFTED and LEFT_DRIFTED in p.reasons and self.ok
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,14 +137,20 @@ class Images(Protocol):
 class Cluster(Protocol):
     """A Pachyderm cluster."""
 
-    def pipeline_digests(self) -> Mapping[tuple[str, str], str | None]:
-        """Every pipeline's stored spec digest annotation (None when it has none)."""
+    def pipelines(self) -> Mapping[tuple[str, str], Stored]:
+        """The version every pipeline runs."""
+
+    def history(self, key: tuple[str, str]) -> Sequence[Stored]:
+        """Every stored version of one pipeline."""
 
     def missing_repos(self, repos: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """The repos of `repos` that do not exist."""
 
     def apply(self, specs: Sequence[tuple[Pipeline, dict[str, Any]]], reprocess: bool) -> str:
         """Create or update every spec in one transaction, in order; its id."""
+
+    def delete(self, key: tuple[str, str]) -> None:
+        """Delete one pipeline, keeping its output repo."""
 
 
 Progress = Callable[[str], None]
@@ -130,7 +164,9 @@ def execute(
     images: Callable[[], Images],
     cluster: Callable[[], Cluster],
     progress: Progress = lambda line: None,
+    repository: str = "",
 ) -> RunRecord:
+    """`repository`: this repository, as the annotations of applied pipelines name it."""
     started = time.time()
     plan = planned.plan
     source = planned.resolved.source
@@ -145,8 +181,15 @@ def execute(
         images=(),
         pipelines=(),
     )
-    if not plan.evaluated or plan.nothing_to_do:
-        return _broken(replace(record, finished=time.time(), pipelines=_skipped(plan)), plan)
+    pruning = options.prune and options.deploy and options.push and bool(plan.prunable)
+    if not plan.evaluated or (plan.nothing_to_do and not pruning):
+        found = tuple(
+            ImageResult(i.name, i.reference or i.name, "exists")
+            for i in plan.images
+            if i.action == EXISTS
+        )
+        done = replace(record, finished=time.time(), images=found, pipelines=_skipped(plan))
+        return _broken(done, plan)
 
     # Pipelines to apply need their image in the registry, changed or not.
     needed = {p.image for p in plan.deploys if p.built_image} if options.deploy else set()
@@ -160,6 +203,13 @@ def execute(
     if wanted:
         docker = images()
         image_results = _build_all(docker, wanted, source, options, planned, progress)
+    # Found in the registry while planning, and run by no pipeline of this run: recorded
+    # as found (those a pipeline runs were asked again above).
+    image_results += [
+        ImageResult(i.name, i.reference or i.name, "exists")
+        for i in plan.images
+        if i.action == EXISTS and i not in wanted
+    ]
     failed = [r for r in image_results if not r.ok]
     record = replace(record, images=tuple(image_results))
     if failed:
@@ -177,7 +227,7 @@ def execute(
             plan,
         )
     try:
-        return _broken(_deploy(record, planned, options, cluster(), progress), plan)
+        return _broken(_deploy(record, planned, options, cluster(), progress, repository), plan)
     except PachhookError as exc:
         # An unreachable cluster, a refused token or a failed transaction is this run's
         # outcome, not a crash: the record (and so the ledger) still says what was built.
@@ -239,19 +289,27 @@ def _build_all(
 
 
 def _deploy(
-    record: RunRecord, planned: Planned, options: RunOptions, cluster: Cluster, progress: Progress
+    record: RunRecord,
+    planned: Planned,
+    options: RunOptions,
+    cluster: Cluster,
+    progress: Progress,
+    repository: str,
 ) -> RunRecord:
-    assert planned.workspace is not None
-    digests = cluster.pipeline_digests()
-    # Narrow by change, decide by state: the same planner, now knowing the cluster.
+    workspace = planned.workspace
+    assert workspace is not None
+    considered = {p.key for p in planned.plan.pipelines if p.action != SKIP}
+    held = cluster_state(cluster, considered, {p.key for p in workspace.pipelines}, repository)
+    # Narrow by change, decide by state: the same planner, knowing the cluster as it is now
+    # that the lock is held.
     plan: Plan = make_plan(
-        planned.workspace,
+        workspace,
         planned.resolved.changes,
         planned.base,
-        Remote(pipelines=digests),
+        Remote(pipelines=held, cluster=READ),
     )
-    deploys = plan.deploys
-    outputs = {p.key for p in deploys} | set(digests)
+    deploys = [p for p in plan.deploys if p.action != DRIFTED or options.restore_drift]
+    outputs = {p.key for p in deploys} | set(held)
     repos = sorted({repo for p in deploys for repo in p.pipeline.inputs if repo not in outputs})
     missing = cluster.missing_repos(repos) if repos else []
     if missing:
@@ -263,32 +321,80 @@ def _deploy(
         )
     reprocess = options.reprocess
     if reprocess is None:
-        reprocess = planned.workspace.config.pachyderm.reprocess
+        reprocess = workspace.config.pachyderm.reprocess
     commit = planned.resolved.source.commit or "working tree"
     specs = [
-        (
-            p.pipeline,
-            rewritten(
-                p.pipeline, p.image, {ANNOTATION_DIGEST: p.spec_digest, ANNOTATION_COMMIT: commit}
-            ),
-        )
+        (p.pipeline, rewritten(p.pipeline, p.image, _annotations(p, held, commit, repository)))
         for p in deploys
     ]
     transaction = None
     if specs:
         progress(f"applying {len(specs)} pipeline(s) in one transaction")
         transaction = cluster.apply(specs, reprocess)
-    pipes = tuple(
-        _result(p, "applied" if p.action != SKIP else "unchanged") for p in plan.pipelines
+    applied = {p.key for p in deploys}
+    pipes = [
+        _result(p, "applied")
+        if p.key in applied
+        else _result(p, "not applied", LEFT_DRIFTED)
+        if p.action == DRIFTED
+        else _result(p, "unchanged")
+        for p in plan.pipelines
+    ]
+    record = replace(record, transaction=transaction)
+    error = None
+    if options.prune and plan.prunable:
+        # After the transaction, one call each: pachd cannot delete inside a transaction.
+        progress(
+            f"deleting {len(plan.prunable)} pipeline(s) whose spec is gone (output repos kept)"
+        )
+        for removed in plan.prunable:
+            if error is None:
+                try:
+                    cluster.delete(removed.key)
+                    pipes.append(_pruned(removed, "deleted"))
+                    continue
+                except PachhookError as exc:
+                    error = f"{exc.message}; the pipelines applied above stay applied"
+            pipes.append(_pruned(removed, "not deleted"))
+    return replace(record, finished=time.time(), pipelines=tuple(pipes), error=error)
+
+
+def _annotations(
+    p: PipelinePlan, held: Mapping[tuple[str, str], Deployed], commit: str, repository: str
+) -> dict[str, str]:
+    """What pachhook writes on every spec it applies: the digest that decides next time,
+    where it came from, and the version this write makes (update: one more than now)."""
+    now = held.get(p.key)
+    annotations = {
+        ANNOTATION_DIGEST: p.spec_digest,
+        ANNOTATION_COMMIT: commit,
+        ANNOTATION_SPEC_FILE: p.pipeline.spec_file,
+        ANNOTATION_VERSION: str(now.version + 1 if now else 1),
+    }
+    if repository:
+        annotations[ANNOTATION_REPOSITORY] = repository
+    return annotations
+
+
+def _pruned(removed: Removed, status: str) -> PipelineResult:
+    where = (
+        f"its spec is gone from {removed.spec_file}" if removed.spec_file else "its spec is gone"
     )
-    return replace(record, finished=time.time(), pipelines=pipes, transaction=transaction)
+    return PipelineResult(
+        project=removed.project,
+        name=removed.name,
+        action=PRUNE,
+        status=status,
+        image=None,
+        reasons=(f"{where}; output repo kept",),
+    )
 
 
 def _skipped(plan: Plan) -> tuple[PipelineResult, ...]:
     return tuple(_result(p, "unchanged") for p in plan.pipelines)
 
 
-def _result(p: PipelinePlan, status: str) -> PipelineResult:
+def _result(p: PipelinePlan, status: str, *extra: str) -> PipelineResult:
     return PipelineResult(
         project=p.pipeline.project,
         name=p.pipeline.name,
@@ -301,5 +407,5 @@ def _result(p: PipelinePlan, status: str) -> PipelineResult:
             else "unchanged"
         ),
         image=p.image,
-        reasons=tuple(f"{r.path}: {r.why}" if r.path else r.why for r in p.reasons),
+        reasons=tuple(f"{r.path}: {r.why}" if r.path else r.why for r in p.reasons) + extra,
     )

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pachhook.plan.planner import SKIP, Plan, Reason
+from pachhook.plan.planner import (
+    APPLIED,
+    BROKEN,
+    BUILD,
+    CREATE,
+    DRIFTED,
+    HELD,
+    READ,
+    UPDATE,
+    Plan,
+    Reason,
+    Removed,
+)
 
 if TYPE_CHECKING:
     from pachhook.run.executor import RunRecord
@@ -21,6 +34,96 @@ def reasons_text(reasons: Iterable[Reason], limit: int = 3) -> str:
     return "; ".join(parts)
 
 
+class Row(NamedTuple):
+    """One line of a plan, whatever it is rendered as (lines here; a table elsewhere)."""
+
+    kind: str  # image | pipeline | removed
+    action: str
+    name: str  # image reference, or project/name
+    where: str | None  # spec file (and line)
+    target: str | None  # the image a pipeline will run
+    why: str
+
+
+def state_text(plan: Plan) -> str | None:
+    """How the registry and the cluster were known; None when nothing was read because
+    nothing could matter."""
+    if not plan.evaluated:
+        return None
+    text = f"state: registry {plan.registry}, cluster {plan.cluster}"
+    if plan.registry != READ or plan.cluster != READ:
+        text += "; actions where not read are what a run does if the cluster and registry differ"
+    return text
+
+
+def summary_texts(plan: Plan) -> tuple[str, str]:
+    """The images' and the pipelines' counts."""
+    counts = Counter(i.action for i in plan.images)
+    images = f"images: {counts[BUILD]} to build" + "".join(
+        f", {n} {_IMAGE_WORDS.get(action, action)}"
+        for action, n in sorted(counts.items())
+        if action != BUILD
+    )
+    actions = Counter(p.action for p in plan.pipelines)
+    applied = sum(actions[a] for a in APPLIED)
+    kinds = ", ".join(f"{actions[a]} {a}" for a in APPLIED if actions[a])
+    pipelines = f"pipelines (upstream first): {applied} to apply" + (f" ({kinds})" if kinds else "")
+    held = actions[HELD]
+    rest = len(plan.pipelines) - applied - held
+    if rest:
+        pipelines += f", {rest} unchanged"
+    if held:
+        pipelines += f", {held} held"
+    return images, pipelines
+
+
+_IMAGE_WORDS = {"exists": "in the registry", "skip": "unchanged", "broken": "cannot be built"}
+
+
+def plan_rows(plan: Plan, *, verbose: bool = False) -> list[Row]:
+    """What needs doing (with `verbose`, everything), images first, then pipelines in DAG
+    order, then specs that are gone."""
+    rows = [
+        Row("image", i.action, i.reference or i.label, None, None, reasons_text(i.reasons))
+        for i in plan.images
+        if verbose or i.action in (BUILD, BROKEN)
+    ]
+    rows += [
+        Row(
+            "pipeline",
+            p.action,
+            f"{p.pipeline.project}/{p.pipeline.name}",
+            p.pipeline.where,
+            image_text(p.image),
+            reasons_text(p.reasons),
+        )
+        for p in plan.pipelines
+        if verbose or p.action in APPLIED or p.action == HELD
+    ]
+    rows += [
+        Row("removed", "removed", f"{r.project}/{r.name}", r.spec_file, None, removed_text(r))
+        for r in plan.removed
+    ]
+    return rows
+
+
+def removed_text(removed: Removed) -> str:
+    gone = f"its spec is gone from {removed.spec_file}" if removed.spec_file else "its spec is gone"
+    if removed.on_cluster is None:
+        return (
+            f"{gone}; pachhook run --prune deletes it if pachhook applied it from this "
+            "repository, keeping its output repo"
+        )
+    if not removed.on_cluster:
+        return f"{gone}; not on the cluster"
+    if removed.managed:
+        return f"{gone}; still on the cluster: pachhook run --prune deletes it, keeping its output repo"
+    return (
+        f"{gone}; still on the cluster, not applied by pachhook from this repository, so "
+        "never deleted by it (pachctl delete pipeline if you mean it)"
+    )
+
+
 def plan_lines(plan: Plan, *, verbose: bool = False) -> list[str]:
     lines = [f"changed files: {len(plan.changed_files)}"]
     if not plan.evaluated:
@@ -28,34 +131,20 @@ def plan_lines(plan: Plan, *, verbose: bool = False) -> list[str]:
             "nothing to do: no changed file is an image input, a pipeline spec or the configuration"
         )
         return lines
-    shown_images = [i for i in plan.images if verbose or i.action != SKIP]
-    broken = len(plan.broken)
-    lines.append(
-        f"images: {len(plan.builds)} to build, "
-        f"{len(plan.images) - len(plan.builds) - broken} unchanged"
-        + (f", {broken} cannot be built" if broken else "")
-    )
-    for image in shown_images:
-        ref = image.reference or image.label
-        lines.append(f"  {image.action:<7}{ref}  ({reasons_text(image.reasons)})")
-    lines.append(
-        f"pipelines (upstream first): {len(plan.deploys)} to apply, "
-        f"{len(plan.pipelines) - len(plan.deploys) - len(plan.held)} unchanged"
-        + (f", {len(plan.held)} held" if plan.held else "")
-    )
-    for pipeline in plan.pipelines:
-        if not verbose and pipeline.action == SKIP:
-            continue
-        p = pipeline.pipeline
-        lines.append(
-            f"  {pipeline.action:<7}{p.project}/{p.name}  {p.where}  -> {image_text(pipeline.image)}  "
-            f"({reasons_text(pipeline.reasons)})"
-        )
-    for p in plan.removed:
-        lines.append(
-            f"  removed {p.project}/{p.name}  (its spec is gone from {p.spec_file}; "
-            "pachhook never deletes a pipeline: run `pachctl delete pipeline` if you mean it)"
-        )
+    state = state_text(plan)
+    if state:
+        lines.append(state)
+    images, pipelines = summary_texts(plan)
+    rows = plan_rows(plan, verbose=verbose)
+    lines.append(images)
+    lines += [f"  {r.action:<6} {r.name}  ({r.why})" for r in rows if r.kind == "image"]
+    lines.append(pipelines)
+    lines += [
+        f"  {r.action:<6} {r.name}  {r.where}  -> {r.target}  ({r.why})"
+        for r in rows
+        if r.kind == "pipeline"
+    ]
+    lines += [f"  removed {r.name}  ({r.why})" for r in rows if r.kind == "removed"]
     lines.extend(f"note: {note}" for note in plan.notes)
     if plan.nothing_to_do:
         lines.append("nothing to do")
@@ -68,6 +157,13 @@ def image_text(image: str | None) -> str:
     return image or "pachd's default image (the spec names no transform.image)"
 
 
+_DONE = {
+    CREATE: "created",
+    UPDATE: "updated",
+    DRIFTED: "restored (it was changed outside pachhook)",
+}
+
+
 def record_lines(record: RunRecord) -> list[str]:
     lines = []
     for image in record.images:
@@ -77,7 +173,18 @@ def record_lines(record: RunRecord) -> list[str]:
             lines.append(f"  full build log: {image.log_path}")
     applied = [p for p in record.pipelines if p.status == "applied"]
     for p in applied:
-        lines.append(f"pipeline {p.project}/{p.name}: {p.action}d -> {image_text(p.image)}")
+        lines.append(
+            f"pipeline {p.project}/{p.name}: {_DONE.get(p.action, p.action)} -> {image_text(p.image)}"
+        )
+    left = set(record.left_drifted)
+    for p in record.pipelines:
+        if f"{p.project}/{p.name}" in left:
+            lines.append(
+                f"pipeline {p.project}/{p.name}: changed outside pachhook, left as it is "
+                "(--no-restore-drift); pachhook diff shows how"
+            )
+        elif p.status in ("deleted", "not deleted"):
+            lines.append(f"pipeline {p.project}/{p.name}: {p.status} ({'; '.join(p.reasons)})")
     if record.transaction:
         lines.append(f"transaction {record.transaction}: {len(applied)} pipeline(s) applied")
     lines.extend(record.notes)

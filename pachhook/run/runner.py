@@ -5,21 +5,25 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from pachhook.config import Config
 from pachhook.plan.load import plan_selection
 from pachhook.plan.planner import Planned
 from pachhook.repo.git import Repo
+from pachhook.repo.remote import repository_url
 from pachhook.repo.selection import Selection
 from pachhook.run import ledger
-from pachhook.run.executor import Images, RunOptions, RunRecord, execute
-from pachhook.run.lock import run_lock
-from pachhook.run.progress import BuildProgress
 from pachhook.run.report import outcome_line, plan_lines, record_lines
 
 if TYPE_CHECKING:
+    from pachhook.docker.digest import ImageState
     from pachhook.pachyderm.cluster import PachydermCluster
+    from pachhook.plan.diff import PipelineDiff
+    from pachhook.plan.state import ClusterLookup, Prefetch, Readers, TagLookup
+    from pachhook.repo.selection import ChangeSet
+    from pachhook.run.executor import Images, RunOptions, RunRecord
     from pachhook.run.github import CiReport, GroupedProgress
 
 
@@ -31,6 +35,91 @@ def _out(line: str) -> None:
 def _err(line: str) -> None:
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+def readers(
+    repo: Repo, config: Config, env: Mapping[str, str], *, registry: bool, cluster: bool
+) -> Readers:
+    """The real registry and cluster, for reading state (nothing is contacted yet)."""
+    from pachhook.plan.state import Readers
+
+    tags, connect = _tag_reader(repo, env), _cluster_reader(env)
+    return Readers(
+        registry=(lambda: tags(config)) if registry else None,
+        cluster=(lambda: connect(config)) if cluster else None,
+        repository=repository_url(repo),
+    )
+
+
+def plan_with_state(
+    repo: Repo, selection: Selection, env: Mapping[str, str], *, offline: bool = False
+) -> Planned:
+    """The plan, its actions decided by the registry and the cluster (read-only) when
+    something is to be decided; `offline`, or nothing relevant: the pure plan, and
+    nothing contacted. Both are asked while the plan is still being made."""
+    if offline:
+        return plan_selection(repo, selection, env)
+    prefetch = _Deferred(env, repo)
+    planned = plan_selection(repo, selection, env, prefetch=prefetch)
+    if planned.workspace is None or prefetch.started is None:
+        return planned
+    from pachhook.plan.state import with_state
+
+    return with_state(planned, prefetch.started.readers(repository_url(repo)))
+
+
+class _Deferred:
+    """plan/state.py's Prefetch, made (and imported) only once a plan is to be made: a
+    plan with nothing to decide imports nothing more."""
+
+    def __init__(self, env: Mapping[str, str], repo: Repo) -> None:
+        self.env = env
+        self.repo = repo
+        self.started: Prefetch | None = None
+
+    def config(self, config: Config) -> None:
+        from pachhook.plan.state import Prefetch
+
+        self.started = Prefetch(_cluster_reader(self.env), _tag_reader(self.repo, self.env))
+        self.started.config(config)
+
+    def images(self, images: Sequence[ImageState], changes: ChangeSet, config: Config) -> None:
+        if self.started is not None:
+            self.started.images(images, changes, config)
+
+
+def _tag_reader(repo: Repo, env: Mapping[str, str]) -> Callable[[Config], TagLookup]:
+    def tags(config: Config) -> TagLookup:
+        from pachhook.docker.cache import TagCache
+        from pachhook.docker.registry import Registries
+
+        return TagCache(Registries(env), repo.state_dir, config.tag_policy)
+
+    return tags
+
+
+def _cluster_reader(env: Mapping[str, str]) -> Callable[[Config], ClusterLookup]:
+    def connect(config: Config) -> ClusterLookup:
+        from pachhook.pachyderm.cluster import PachydermCluster
+
+        return PachydermCluster.connect(config, env)
+
+    return connect
+
+
+def diff_pipelines(
+    repo: Repo, names: list[str], env: Mapping[str, str], *, working_tree: bool = False
+) -> list[PipelineDiff]:
+    """The cluster's spec of each pipeline against the repository's (at HEAD, or the
+    working tree), with the real cluster."""
+    from pachhook.pachyderm.cluster import PachydermCluster, requested_spec
+    from pachhook.plan.diff import diffs
+
+    planned = plan_selection(repo, Selection(working_tree=working_tree, everything=True), env)
+    assert planned.workspace is not None
+    cluster = PachydermCluster.connect(planned.workspace.config, env)
+    stored = cluster.pipelines_in_full()
+    return diffs(planned, stored, cluster, requested_spec, repository_url(repo), names)
 
 
 def run_selection(
@@ -58,7 +147,24 @@ def run_planned(
     ci: CiReport | None = None,
 ) -> RunRecord:
     """`ci`: where the results also go in CI (GitHub's log, outputs and job summary)."""
+    # Imported here: `plan`, which reads state through this module too, never executes.
+    from pachhook.run.executor import execute
+    from pachhook.run.lock import run_lock
+    from pachhook.run.progress import BuildProgress
+
     config = planned.workspace.config if planned.workspace else None
+    repository = ""
+    plan = planned.plan
+    if config is not None and plan.evaluated and (not plan.nothing_to_do or options.prune):
+        from pachhook.plan.state import with_state
+
+        # What is printed is what will happen: the registry for images, when pushing;
+        # the cluster for pipelines, when deploying.
+        sources = readers(
+            repo, config, env, registry=options.push, cluster=options.push and options.deploy
+        )
+        repository = sources.repository
+        planned = with_state(planned, sources)
 
     def say(line: str) -> None:
         if not as_json:
@@ -105,12 +211,19 @@ def run_planned(
         return connected[0]
 
     if not as_json:
+        for note in planned.plan.unread:
+            _err(f"pachhook: {note}")
         for line in plan_lines(planned.plan):
             _out(line)
     # One run at a time per repository (hooks, post-push deploys, the watcher); a run
     # with nothing to do neither waits nor takes the lock. What the plan narrowed is
     # decided again by state once the lock is held, so waiting loses nothing.
-    busy = planned.plan.evaluated and not planned.plan.nothing_to_do and not options.dry_run
+    pruning = options.prune and bool(planned.plan.prunable)
+    busy = (
+        planned.plan.evaluated
+        and (not planned.plan.nothing_to_do or pruning)
+        and not options.dry_run
+    )
     guard = (
         run_lock(
             repo.state_dir,
@@ -129,6 +242,7 @@ def run_planned(
                 images=images,
                 cluster=cluster,
                 progress=progress.message,
+                repository=repository or (repository_url(repo) if busy else ""),
             )
     finally:
         progress.close()
