@@ -875,12 +875,11 @@ def test_has_wildcards_skips_escaped_characters() -> None:
     assert not has_wildcards("plain/path") and not has_wildcards("a\\*b")
 
 
-# --- speed --------------------------------------------------------------------------------------
+# --- many images over many paths ----------------------------------------------------------------
+# (How fast: bench/bench_inputs.py measures it; tests assert what, not how long.)
 
 
-def test_many_paths_stay_fast() -> None:
-    import time
-
+def test_many_images_over_many_paths() -> None:
     paths = [f"svc{i:03d}/src/m{j:03d}.py" for i in range(100) for j in range(200)]
     files = {p: "" for p in paths}
     for i in range(100):
@@ -891,12 +890,11 @@ def test_many_paths_stay_fast() -> None:
     def read(path: str) -> bytes | None:
         return files[path].encode() if path in files else None
 
-    start = time.perf_counter()
     for i in range(100):
         image = ImageConfig(name=f"r/svc{i}", context=f"svc{i:03d}")
         result = image_inputs(image, ordered, read)
         assert len(result) == 202
-    assert time.perf_counter() - start < 3.0
+        assert all(path.startswith(f"svc{i:03d}/") for path in result)
 
 
 # --- BuildKit -------------------------------------------------------------------------------------
