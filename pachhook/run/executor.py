@@ -121,6 +121,10 @@ class Cluster(Protocol):
 Progress = Callable[[str], None]
 
 
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 def execute(
     planned: Planned,
     options: RunOptions,
@@ -129,12 +133,13 @@ def execute(
     images: Callable[[], Images],
     cluster: Callable[[], Cluster],
     progress: Progress = lambda line: None,
+    run_id: str | None = None,
 ) -> RunRecord:
     started = time.time()
     plan = planned.plan
     source = planned.resolved.source
     record = RunRecord(
-        id=uuid.uuid4().hex[:12],
+        id=run_id or new_run_id(),
         started=started,
         finished=started,
         trigger=trigger,
