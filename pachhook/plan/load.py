@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from pachhook.config import find as find_config
 from pachhook.config import parse_found
 from pachhook.errors import InputError
-from pachhook.pachyderm.specs import Pipeline, is_spec_candidate
-from pachhook.plan.planner import Planned, Remote, make_plan, unevaluated
+from pachhook.pachyderm.specs import Pipeline, is_spec_candidate, rewritten
+from pachhook.plan.planner import Plan, Planned, Remote, make_plan, unevaluated
 from pachhook.plan.relevance import relevance
 from pachhook.repo.git import Repo
 from pachhook.repo.selection import Selection, resolve
@@ -37,9 +37,21 @@ def plan_selection(
     workspace = load_workspace(source, env, missing=missing, config=config)
     changed_specs = [p for p in changes.paths if is_spec_candidate(p, config)]
     base = _base_pipelines(repo, changes.base, changed_specs, workspace)
-    return Planned(
-        make_plan(workspace, changes, base, remote or Remote()), workspace, resolved, base
-    )
+    plan = make_plan(workspace, changes, base, remote or Remote())
+    check_specs(plan)
+    return Planned(plan, workspace, resolved, base)
+
+
+def check_specs(plan: Plan) -> None:
+    """Every spec the plan would apply, read the way it will be sent (python-pachyderm's
+    PipelineSpec: an unknown field or a wrong type is named now, before any image is
+    built, not after every image was pushed)."""
+    if not plan.deploys:
+        return
+    from pachhook.pachyderm.cluster import to_request
+
+    for p in plan.deploys:
+        to_request(p.pipeline, rewritten(p.pipeline, p.image, {}), reprocess=False)
 
 
 def _base_pipelines(

@@ -9,8 +9,16 @@ from pachhook import globs
 from pachhook.config import Config, ImageConfig, load
 from pachhook.docker import inputs as dockerfile
 from pachhook.docker.digest import ImageState, digest_tag, input_digest
-from pachhook.errors import InputError
-from pachhook.pachyderm.specs import Pipeline, is_spec_candidate, maybe_spec, parse_file
+from pachhook.docker.parse import unbuildable
+from pachhook.errors import InputError, located
+from pachhook.pachyderm.specs import (
+    MAX_SPEC_BYTES,
+    Pipeline,
+    is_spec_candidate,
+    maybe_spec,
+    parse_file,
+    project_name_problem,
+)
 from pachhook.repo.source import Source
 
 
@@ -26,6 +34,40 @@ class Workspace:
 
 def config_of(source: Source, env: Mapping[str, str]) -> Config:
     return load(source.read, env)
+
+
+def check_config(config: Config) -> None:
+    """What the configuration says that pachd or a connection would refuse, found before
+    any work: the address's syntax and scheme, the default project's name."""
+    where = config.path or "(environment)"
+    if config.pachyderm.address:
+        from pachhook.pachyderm.connection import parse_address
+
+        parse_address(config.pachyderm.address, f"{where}: [pachyderm] address")
+    problem = project_name_problem(config.pachyderm.project)
+    if problem:
+        raise InputError(
+            f"{where}: [pachyderm] project {config.pachyderm.project!r}: {problem}; fix it"
+        )
+
+
+def check_unmerged(source: Source, config: Config) -> None:
+    """A file in a merge conflict is never built from nor deployed: its content holds both
+    sides and the conflict markers."""
+    unmerged = source.unmerged
+    if not unmerged:
+        return
+    contexts = ["" if i.context == "." else i.context + "/" for i in config.images]
+    for path in sorted(unmerged):
+        if (
+            any(path.startswith(c) for c in contexts)
+            or path in {i.dockerfile_path for i in config.images}
+            or is_spec_candidate(path, config)
+            or path == config.path
+        ):
+            raise InputError(
+                f"{path}: in a merge conflict; resolve it and git add it, then run again"
+            )
 
 
 def _check_image(image: ImageConfig, index: int, config: Config, source: Source) -> None:
@@ -55,6 +97,9 @@ def image_state(
     image: ImageConfig, config: Config, source: Source, index: int, missing: frozenset[str]
 ) -> ImageState:
     _check_image(image, index, config, source)
+    problem = unbuildable(source.read(image.dockerfile_path) or b"", image.dockerfile_path)
+    if problem:
+        raise InputError(f"{located(image.dockerfile_path, problem[0])}: {problem[1]}")
     inputs = dockerfile.image_inputs(image, source.paths, source.read, is_link=source.is_link)
     removed: tuple[str, ...] = ()
     context_missing = sorted(p for p in missing if _inside(p, image.context))
@@ -95,8 +140,8 @@ def pipelines_at(
     found: list[Pipeline] = []
     for path in candidates:
         data = source.read(path)
-        if data is None or (not strict and not maybe_spec(data)):
-            continue
+        if data is None or (not strict and not (len(data) <= MAX_SPEC_BYTES and maybe_spec(data))):
+            continue  # discovery passes over data files, however large
         try:
             found.extend(parse_file(path, data, config.pachyderm.project, strict=strict))
         except InputError:
@@ -140,6 +185,8 @@ def load_workspace(
 ) -> Workspace:
     """Everything pachhook knows of a source. `missing`: changed paths the source lacks."""
     config = config or config_of(source, env)
+    check_config(config)
+    check_unmerged(source, config)
     images = tuple(
         image_state(img, config, source, i, missing) for i, img in enumerate(config.images)
     )
