@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -69,7 +70,11 @@ def docker_config_credentials(registry: str, env: Mapping[str, str]) -> Credenti
     folder = env.get("DOCKER_CONFIG")
     path = os.path.join(folder, "config.json") if folder else None
     try:
-        found = docker.auth.load_config(path).resolve_authconfig(registry)
+        with warnings.catch_warnings():
+            # docker-py warns on standard error about a helper it cannot find; the
+            # error below says it in pachhook's one line.
+            warnings.simplefilter("ignore")
+            found = docker.auth.load_config(path).resolve_authconfig(registry)
     except (docker.errors.DockerException, docker.credentials.StoreError) as exc:
         missing = missing_helper(env, [registry])
         if missing:

@@ -11,7 +11,9 @@ deploy or build by itself. Each setting is read, first found wins, from
    `pachhook.postPushTimeout`, `pachhook.postCommit`): the user's and the repository's own
    `.git/config`, which no commit can change;
 3. `[hooks]` of the configuration on the remote's default branch as last fetched
-   (`refs/remotes/<remote>/HEAD`, e.g. origin/main): what the team has already accepted;
+   (`refs/remotes/<remote>/HEAD`, e.g. origin/main): what the team has already accepted.
+   Not for `post_commit`: after a `git pull` the branch just fetched is the commit being
+   merged, and whether others' code is built on this machine is this machine's choice;
 4. the defaults.
 """
 
@@ -27,6 +29,7 @@ from pachhook.repo.settings import Settings
 from pachhook.repo.source import CommitSource
 
 FIELDS = ("deploy_branches", "on_build_failure", "post_push_timeout", "post_commit")
+OPERATOR_ONLY = frozenset({"post_commit"})  # never read from a branch (see above)
 
 
 class HookPolicy(NamedTuple):
@@ -70,7 +73,11 @@ def hook_policy(repo: Repo, remote: str | None, env: Mapping[str, str]) -> HookP
     for name in FIELDS:
         if name in settings.values:
             values[name], origins[name] = settings.values[name], settings.origin(name)
-        elif committed is not None and getattr(committed, name) != getattr(defaults, name):
+        elif (
+            committed is not None
+            and name not in OPERATOR_ONLY
+            and getattr(committed, name) != getattr(defaults, name)
+        ):
             values[name], origins[name] = getattr(committed, name), f"[hooks] {name} at {label}"
         else:
             values[name], origins[name] = getattr(defaults, name), "default"

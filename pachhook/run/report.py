@@ -170,15 +170,19 @@ def _deployed(entry: dict[str, Any]) -> bool:
 
 
 def superseded_by(entry: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """A later run or post-push deploy that deployed the same commit, if any."""
+    """A later run or post-push deploy that deployed the same commit (for a run of the
+    working tree: the same commit's working tree), if any."""
     commit = entry.get("commit")
-    if not commit or entry.get("kind") != "post-push":
+    if not commit or entry.get("kind") not in ("post-push", "run"):
         return None
+    working_tree = entry.get("source") == "working tree"
     after = _moment(entry)
     for other in reversed(entries):
-        if other is entry or _moment(other) < after:
+        if other is entry or _moment(other) < after or _key(other) == _key(entry):
             continue
-        if other.get("commit") == commit and _deployed(other) and _key(other) != _key(entry):
+        if working_tree and other.get("source") != "working tree":
+            continue
+        if other.get("commit") == commit and _deployed(other):
             return other
     return None
 
