@@ -157,6 +157,20 @@ def environment_hosts(env: Mapping[str, str]) -> list[str]:
     return sorted(set(hosts))
 
 
+def check_environment(env: Mapping[str, str]) -> None:
+    """Every host-bound variable names a host and holds USERNAME:TOKEN; checked before any
+    work, so that a mistyped one is said at once rather than when a build needs it."""
+    for name in env:
+        if name.upper().startswith(HOST_VARIABLE) and name.upper() != HOST_VARIABLE:
+            host = _host_of(name)
+            if host is None:
+                raise InputError(
+                    f"{name}: names no registry host (spell it as `.` -> _, `-` -> __, "
+                    "`:` -> ___, e.g. PACHHOOK_REGISTRY_AUTH_127_0_0_1___5000); fix its name"
+                )
+            host_bound_credentials(host, env)
+
+
 def login_hint(host: str) -> str:
     """What to do when a registry wants credentials that pachhook does not have."""
     also = "DOCKERHUB_USERNAME and DOCKERHUB_TOKEN, or " if host == DOCKER_HUB else ""

@@ -147,9 +147,10 @@ def preflight(
     config = planned.workspace.config if planned.workspace else None
     if config is None:
         return
-    if plan.builds:
-        from pachhook.docker.credentials import missing_helper
+    from pachhook.docker.credentials import check_environment, missing_helper
 
+    check_environment(env)
+    if plan.builds:
         problem = missing_helper(env)
         if problem:
             raise InputError(problem)
