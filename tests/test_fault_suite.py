@@ -23,6 +23,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -44,8 +45,11 @@ from pachhook.plan.workspace import load_workspace
 from pachhook.repo.selection import ChangeSet
 from pachhook.repo.source import Entry, FolderFiles, Source, blob_id
 from pachhook.run import ledger
-from tests import fuzz, services
-from tests.faults import logging_registry
+from pachhook.run.lock import run_lock
+from pachhook.run.report import interrupted_entries
+from tests import e2e, fuzz, services
+from tests.cluster import Target, double_of
+from tests.faults import EngineProxy, engine_proxy, logging_registry
 from tests.helpers import GIT_ENV, commit, git, init_repo, spec, write
 from tests.pachd_double import PachdDouble
 
@@ -811,3 +815,188 @@ def _conflict(root: Path) -> None:
         env={**os.environ, **GIT_ENV},
     )  # fmt: skip
     assert proc.returncode != 0  # the conflict this case is about
+
+
+# ============================================================= kill -9, then the rerun converges
+
+
+class Lines:
+    """A process the test started, its output read line by line as it comes."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            bufsize=1,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self.events: dict[str, threading.Event] = {}
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            for text, event in list(self.events.items()):
+                if text in line:
+                    event.set()
+
+    def when(self, text: str) -> threading.Event:
+        event = self.events.setdefault(text, threading.Event())
+        if any(text in line for line in self.lines):
+            event.set()
+        return event
+
+    def wait(self, timeout: float = 300) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+def pachhook_lines(repo: e2e.Repo, *args: str, **env: str) -> Lines:
+    return Lines([e2e.PACHHOOK, *args], repo.root, {**repo.env, **env})
+
+
+@dataclass
+class Converging:
+    repo: e2e.Repo
+    double: PachdDouble
+    proxy: EngineProxy
+
+    def assert_converged(self) -> None:
+        """Every pipeline runs the image its spec and HEAD call for, nothing is left open,
+        one more run has nothing to do, and no run is left looking interrupted."""
+        assert self.double.open_transactions() == {}
+        again = json.loads(self.repo.ok("run", "--all", "--json").stdout)
+        planned = {p["name"]: p["image"] for p in again["plan"]["pipelines"]}
+        assert self.repo.images() == planned
+        run = again["run"]
+        assert run["transaction"] is None, run
+        assert {i["status"] for i in run["images"]} <= {"exists"}, run["images"]
+        assert {p["status"] for p in run["pipelines"]} == {"unchanged"}, run["pipelines"]
+        assert interrupted_entries(ledger.read(self.repo.root / ".git" / "pachhook")) == []
+
+
+@pytest.fixture
+def converging(
+    e2e_repo: Callable[..., e2e.Repo],
+    registry: services.Registry,
+    pachd: Target,
+    docker_engine: services.DockerEngine,
+) -> Iterator[Converging]:
+    double = double_of(pachd)
+    repo = e2e_repo(registry.address)
+    with engine_proxy(docker_engine.host) as proxy:
+        # Every build and push goes through the proxy; a held call waits for the kill.
+        repo.env.update(DOCKER_HOST=proxy.host, PACHHOOK_RPC_TIMEOUT="120")
+        e2e.first_run(repo)
+        yield Converging(repo, double, proxy)
+
+
+def _hold_the_lock(
+    world: Converging,
+) -> tuple[Callable[[Lines], threading.Event], Callable[[], None]]:
+    entered, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with run_lock(world.repo.root / ".git" / "pachhook", "another run"):
+            entered.set()
+            leave.wait(120)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert entered.wait(10)
+
+    def release() -> None:
+        leave.set()
+        thread.join(10)
+
+    return (lambda run: run.when("waiting for another run")), release
+
+
+def _proxy_hold(pattern: str) -> Callable[[Converging], Any]:
+    def arm(world: Converging) -> tuple[Callable[[Lines], threading.Event], Callable[[], None]]:
+        rule = world.proxy.hold(pattern)
+        return (lambda run: rule.seen), world.proxy.clear
+
+    return arm
+
+
+def _hang(method: str, after: bool = False) -> Callable[[Converging], Any]:
+    def arm(world: Converging) -> tuple[Callable[[Lines], threading.Event], Callable[[], None]]:
+        hang = world.double.hang(method, after=after)
+        return (lambda run: hang.entered), world.double.unhang
+
+    return arm
+
+
+PHASES: list[tuple[str, Callable[[Converging], Any]]] = [
+    ("waiting for the lock", _hold_the_lock),
+    ("sending the context and building", _proxy_hold(r"POST /v[\d.]+/build")),
+    ("pushing", _proxy_hold(r"/push")),
+    ("reading the cluster", _hang("ListPipeline")),
+    ("inside the transaction", _hang("CreatePipeline")),
+    ("finishing the transaction", _hang("FinishTransaction")),
+    ("after the transaction was applied", _hang("FinishTransaction", after=True)),
+]
+
+
+def test_kill_9_at_each_phase_then_a_rerun_converges(converging: Converging) -> None:
+    repo = converging.repo
+    for number, (phase, arm) in enumerate(PHASES):
+        repo.change({"app/main.sh": f"echo clean v{number + 2}\n"}, f"change before {phase}")
+        moment, disarm = arm(converging)
+        run = pachhook_lines(repo, "run", "--all")
+        try:
+            assert moment(run).wait(120), f"{phase}: never reached\n{run.output}"
+            os.kill(run.proc.pid, signal.SIGKILL)
+            assert run.wait() == -signal.SIGKILL
+        finally:
+            disarm()
+        rerun = repo.run("run", "--all")
+        assert rerun.returncode == 0, f"{phase}: the rerun failed\n{rerun.stdout}\n{rerun.stderr}"
+        assert "Traceback" not in rerun.stderr
+        try:
+            converging.assert_converged()
+        except AssertionError as exc:
+            raise AssertionError(f"after a kill while {phase}: {exc}") from None
+
+
+# ===================================================== two runs and a watcher, all at once
+
+
+def test_two_runs_and_a_watcher_at_once_take_turns_and_converge(converging: Converging) -> None:
+    """A save that the watcher and two `run --working-tree --all` all act on: the same
+    content, three runs taking turns on the lock, one state at the end."""
+    repo = converging.repo
+    state = repo.root / ".git" / "pachhook"
+    before = len(ledger.read(state))
+    watcher = pachhook_lines(repo, "watch", "--poll", "--debounce", "100")
+    try:
+        assert watcher.when("watching").wait(60), watcher.output
+        write(repo.root, {"app/main.sh": "echo clean, all at once\n"})
+        runs = [pachhook_lines(repo, "run", "--working-tree", "--all") for _ in range(2)]
+        codes = [run.wait() for run in runs]
+        assert codes == [0, 0], "\n\n".join(run.output for run in runs)
+        assert watcher.when("run done in").wait(120), watcher.output
+    finally:
+        watcher.proc.send_signal(signal.SIGTERM)
+        assert watcher.wait(60) == 0, watcher.output
+    outputs = [run.output for run in runs] + [watcher.output]
+    assert not [o for o in outputs if "Traceback" in o or "internal error" in o]
+    # They took turns: a run that found the lock taken said for what it waited.
+    assert any("waiting for " in o for o in outputs), outputs
+    finished = [
+        e for e in ledger.read(state)[before:]
+        if e.get("kind") == "run" and e.get("state") in ("done", "failed")
+    ]  # fmt: skip
+    assert sorted(e["trigger"] for e in finished) == ["cli", "cli", "watch"], finished
+    assert all(e["state"] == "done" for e in finished), finished
+    applied = [e for e in finished if e["transaction"]]
+    assert len(applied) == 1, applied  # the first applied the change; the others found it done
+    repo.change({}, "commit what the three deployed")
+    converging.assert_converged()
