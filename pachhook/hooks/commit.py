@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from pachhook.errors import error_handler
-from pachhook.hooks.policy import hook_policy
+from pachhook.hooks.policy import post_commit_mode
 from pachhook.hooks.push import everything_at
 from pachhook.plan.load import plan_selection
 from pachhook.repo.git import Repo
@@ -40,7 +40,7 @@ def _show_or_build(
     start = repo.commit_of(base)
     selection = Selection(start, head) if start else everything_at(head)
     # The operator's choice, never the commit's: a pulled commit cannot make a pull build.
-    mode = hook_policy(repo, None, env).post_commit
+    mode = post_commit_mode(repo, env)
     if mode == "off":
         return
     planned = plan_selection(repo, selection, env)

@@ -50,6 +50,11 @@ class HookPolicy(NamedTuple):
         ]
 
 
+def post_commit_mode(repo: Repo, env: Mapping[str, str]) -> str:
+    """The post-commit and post-merge mode: the operator's alone (one git call)."""
+    return str(Settings.load(env, repo.root).get("post_commit") or HooksConfig().post_commit)
+
+
 def remote_of(repo: Repo) -> str | None:
     """The remote whose default branch holds the team's policy: the upstream's remote,
     else origin, else the only remote."""
