@@ -121,7 +121,9 @@ def wait_final(root: Path, count: int = 1, timeout: float = 90) -> list[dict[str
 
 
 def runs(root: Path) -> list[dict[str, Any]]:
-    return [e for e in ledger.read(root / ".git" / "pachhook") if e.get("kind") == "run"]
+    """Finished runs (a run also writes "running" when it starts)."""
+    entries = ledger.read(root / ".git" / "pachhook")
+    return [e for e in entries if e.get("kind") == "run" and e.get("state") != "running"]
 
 
 # -- the scripts --------------------------------------------------------------------------------

@@ -251,6 +251,8 @@ def _header(entry: dict[str, Any]) -> str:
         state = state_of(entry)
         shown = f"state {state}"
         if state != entry["state"] and entry.get("pid"):
+            # A watcher killed outright has simply ended; a run or a deploy was interrupted.
+            shown = "state " + (str(entry["state"]) if state == "ended" else state)
             shown += f" (pid {entry.get('pid')} has ended)"
         parts.append(shown)
     if entry.get("commit"):
