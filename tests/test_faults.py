@@ -436,3 +436,23 @@ def test_status_survives_any_line(tmp_path: Path) -> None:
         proc = pachhook(root, *args, env=clean_env(tmp_path))
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr == ""
+
+
+def test_a_ledger_grown_before_it_had_a_bound_is_read_by_its_end_then_trimmed(
+    tmp_path: Path,
+) -> None:
+    root = init_repo(tmp_path / "repo")
+    commit(root, "first", {"README.md": "x\n"})
+    state = root / ".git" / "pachhook"
+    state.mkdir(parents=True)
+    line = json.dumps({"kind": "run", "id": "old", "state": "done", "pad": "x" * 900}) + "\n"
+    newest = {"kind": "run", "id": "newest", "started": 1.0, "finished": 2.0, "state": "done"}
+    with open(state / ledger.RUNS, "w") as handle:
+        handle.write(line * (3 * ledger.MAX_BYTES // len(line)))
+        handle.write(json.dumps(newest) + "\n")
+    proc = pachhook(root, "status", "-n", "1", env=clean_env(tmp_path))
+    assert proc.returncode == 0 and "run" in proc.stdout, proc.stderr
+    assert [e["id"] for e in ledger.read(state, limit=1)] == ["newest"]
+    ledger.append(state, {"kind": "run", "id": "next", "state": "done"})
+    assert (state / ledger.RUNS).stat().st_size <= ledger.MAX_BYTES
+    assert [e["id"] for e in ledger.read(state)][-2:] == ["newest", "next"]

@@ -85,12 +85,19 @@ def _entry(line: bytes | str) -> dict[str, Any] | None:
 
 def read(state_dir: Path, limit: int | None = None, name: str = RUNS) -> list[dict[str, Any]]:
     """The records, oldest first; a damaged line (or one that is not an object) is passed
-    over."""
+    over. Of a file far past the bound (written before there was one, and not trimmed
+    yet: the next append does it), only the newest MAX_BYTES are read."""
     path = state_dir / name
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > 2 * MAX_BYTES:
+                handle.seek(size - MAX_BYTES)
+                handle.readline()  # the rest of a line cut in two
+            data = handle.read()
     except (FileNotFoundError, IsADirectoryError):
         return []
+    text = data.decode("utf-8", errors="replace")
     out = [entry for entry in map(_entry, text.splitlines()) if entry is not None]
     return out[-limit:] if limit else out
 
