@@ -179,6 +179,41 @@ class ImageIndex:
         return variants.get(None)
 
 
+# Docker's reference grammar (distribution/reference regexp.go), for names as written.
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|[-]+)"
+_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_NAME = rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+_REF_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::{_REF_TAG})?(?:@{_DIGEST})?")
+NAME_TOTAL_LENGTH_MAX = 255
+
+
+def reference_problem(ref: str) -> str | None:
+    """What is wrong with an image reference by Docker's grammar; None when nothing is."""
+    if not ref:
+        return "it is empty"
+    if ref != ref.strip() or any(c.isspace() for c in ref):
+        return "it holds a blank"
+    match = _REFERENCE.fullmatch(ref)
+    if match is None:
+        if _REFERENCE.fullmatch(ref.lower()) is not None:
+            return "a repository name must be lower case"
+        return "it is not a valid reference (registry/name[:tag][@digest])"
+    if len(match.group("name")) > NAME_TOTAL_LENGTH_MAX:
+        return f"the repository name is longer than {NAME_TOTAL_LENGTH_MAX} characters"
+    first, sep, _ = match.group("name").partition("/")
+    if not sep or not ("." in first or ":" in first or first == "localhost"):
+        if any(c.isupper() for c in match.group("name")):
+            return "a repository name must be lower case"
+    elif any(c.isupper() for c in match.group("name")[len(first) :]):
+        return "a repository name must be lower case"
+    return None
+
+
 def normalize_repository(ref: str) -> str:
     """The fully qualified repository of a reference: tag and digest stripped,
     `docker.io` added where no registry is named, `library/` for official images."""
@@ -221,7 +256,7 @@ def _is_bool(v: Any) -> bool:
 
 
 def _is_str_map(v: Any) -> bool:
-    return isinstance(v, dict) and all(isinstance(x, str | int | float) for x in v.values())
+    return isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
 
 
 def _one_of(*choices: str) -> Check:
@@ -243,7 +278,7 @@ IMAGE: dict[str, tuple[Check, str]] = {
     "context": (_is_str, 'a folder relative to the repository root, such as "."'),
     "dockerfile": (_is_str, 'a path relative to the context, such as "Dockerfile"'),
     "target": (_is_str, "the name of a build stage"),
-    "build_args": (_is_str_map, 'a table of strings, such as { PY = "3.11" }'),
+    "build_args": (_is_str_map, 'a table of strings (quote numbers), such as { PY = "3.11" }'),
     "platform": (_is_str, 'a string such as "linux/amd64"'),
     "builder": (_one_of(*BUILDERS), 'one of "auto", "buildkit", "classic"'),
     "cache_from": (_one_of(*CACHE_SOURCES), 'one of "registry", "off"'),
@@ -347,6 +382,11 @@ def parse(path: str, text: str, env: Mapping[str, str]) -> Config:
         match = re.search(r"line (\d+)", str(exc))
         line = int(match.group(1)) if match else len(text.splitlines()) or None
         raise InputError(f"{located(path, line)}: not valid TOML ({exc}); fix the syntax") from None
+    except RecursionError:
+        raise InputError(
+            f"{path}: nested too deeply to read (arrays or tables within each other hundreds "
+            "of levels deep); flatten it"
+        ) from None
     return _parsed(path, doc, text, env)
 
 
@@ -404,7 +444,7 @@ def _parsed(path: str, doc: dict[str, Any], text: str, env: Mapping[str, str]) -
         tag_policy=doc.get("tag_policy", "digest"),
         jobs=doc.get("jobs", 2),
         pachyderm=PachydermConfig(
-            address=pach.get("address") or env.get("PACHYDERM_CLUSTER_URL") or None,
+            address=pach.get("address") or None,
             project=pach.get("project", "default"),
             reprocess=pach.get("reprocess", False),
         ),
@@ -437,6 +477,9 @@ def in_ci(env: Mapping[str, str]) -> bool:
 def _image(raw: dict[str, Any], reader: _Reader, where: str, build: BuildConfig) -> ImageConfig:
     name = raw["name"]
     repo, tag, digest = split_reference(name)
+    problem = reference_problem(name)
+    if problem:
+        raise reader.fail(f"{where}.name", f"{name!r} is no image name: {problem}; fix it")
     if tag or digest:
         raise reader.fail(
             f"{where}.name",
@@ -547,8 +590,20 @@ def env_config(env: Mapping[str, str]) -> Config:
 
 
 def has_tool_table(pyproject_text: str) -> bool:
-    """Whether a pyproject.toml holds pachhook's table (`[tool.pachhook]` or a sub-table)."""
-    return re.search(r"^\s*\[\[?\s*tool\s*\.\s*pachhook\b", pyproject_text, re.M) is not None
+    """Whether a pyproject.toml holds pachhook's table: `[tool.pachhook]` or a sub-table,
+    or the same data written as dotted keys (`pachhook.image = ...` under `[tool]`, or
+    `tool.pachhook.jobs = 2` at the top)."""
+    if re.search(r"^\s*\[\[?\s*tool\s*\.\s*[\"']?pachhook\b", pyproject_text, re.M):
+        return True
+    if "pachhook" not in pyproject_text:
+        return False  # the common case, decided without parsing
+    import tomllib
+
+    try:
+        tool = tomllib.loads(pyproject_text).get("tool")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return False  # not pachhook's to judge: the project's own tools will complain
+    return isinstance(tool, dict) and "pachhook" in tool
 
 
 class Found(NamedTuple):

@@ -28,6 +28,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -59,6 +60,7 @@ __all__ = [
     "TRANSACTION_HEADER",
     "AppliedTransaction",
     "DeletedPipeline",
+    "Hang",
     "PachdDouble",
     "PachdError",
     "PipelineRecord",
@@ -1430,25 +1432,97 @@ class _Gate(grpc.ServerInterceptor):
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
         self.double._record_call(method)
+        sent = [
+            v for k, v in (handler_call_details.invocation_metadata or ()) if k == AUTH_TOKEN_HEADER
+        ]
+        self.double._record_tokens(sent)
         handler = continuation(handler_call_details)
         if handler is None:
             return None  # unknown service: grpc answers UNIMPLEMENTED itself
+        short = method.rsplit("/", 1)[-1]
+        if self.double._take_drop(short):
+            return _dropping_handler(handler, self.double)
         token = self.double.token
         if token is not None and method not in _UNAUTHENTICATED_METHODS:
-            sent = [
-                v
-                for k, v in (handler_call_details.invocation_metadata or ())
-                if k == AUTH_TOKEN_HEADER
-            ]
             failure = _token_failure(token, sent)
             if failure is not None:
                 return _aborting_handler(handler, *failure)
         if not self.double._implements(method):
-            short = method.rsplit("/", 1)[-1]
             return _aborting_handler(
                 handler, grpc.StatusCode.UNIMPLEMENTED, f"method {short} not implemented"
             )
+        hang = self.double._hang_for(short)
+        if hang is not None:
+            return _hanging_handler(handler, hang)
         return handler
+
+
+class Hang:
+    """One method made to hang: `entered` is set when a call is held; `release()` lets
+    it (and later calls) go on. `after`: the call is applied first, and only its answer
+    is held (the client cannot know whether it was applied)."""
+
+    def __init__(self, method: str, after: bool) -> None:
+        self.method = method
+        self.after = after
+        self.entered = threading.Event()
+        self.released = threading.Event()
+        self.calls = 0
+
+    def release(self) -> None:
+        self.released.set()
+
+    def hold(self, context: grpc.ServicerContext) -> None:
+        """Until released, the server stops, or the caller gives up (its deadline)."""
+        self.calls += 1
+        self.entered.set()
+        while not self.released.wait(0.05):
+            if not context.is_active():
+                context.abort(grpc.StatusCode.CANCELLED, "the caller went away")
+
+
+def _hanging_handler(handler: grpc.RpcMethodHandler, hang: Hang) -> grpc.RpcMethodHandler:
+    """The same call, held before it runs (or, with `after`, after it ran) until released."""
+    streaming = handler.response_streaming
+    behaviour = handler.unary_stream if streaming else handler.unary_unary
+
+    def held(request: Any, context: grpc.ServicerContext) -> Any:
+        if not hang.after:
+            hang.hold(context)
+        result = behaviour(request, context)
+        if streaming:
+            result = list(result)
+        if hang.after:
+            hang.hold(context)
+        return iter(result) if streaming else result
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if streaming:
+        return grpc.unary_stream_rpc_method_handler(held, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(held, **kwargs)
+
+
+def _dropping_handler(handler: grpc.RpcMethodHandler, double: PachdDouble) -> grpc.RpcMethodHandler:
+    """A call that makes pachd go away mid-call: the server stops at once (every
+    connection closed, every call cut off) and listens again on the same port, as a
+    pachd that restarted."""
+
+    def drop(request: Any, context: grpc.ServicerContext) -> Any:
+        threading.Thread(target=double._restart, name="pachd-restart", daemon=True).start()
+        while context.is_active():
+            time.sleep(0.01)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "connection dropped")
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(drop, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(drop, **kwargs)
 
 
 # --------------------------------------------------------------------------- public
@@ -1488,6 +1562,10 @@ class PachdDouble:
         self._cluster = _Cluster(enterprise=enterprise)
         self._calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
+        self._tokens: set[str] = set()
+        self._hangs: dict[str, Hang] = {}
+        self._drops: Counter[str] = Counter()
+        self.restarts = 0
         self._server: grpc.Server | None = None
         self._servicers: dict[str, tuple[object, type]] = {}
         self.port: int = 0
@@ -1581,9 +1659,23 @@ class PachdDouble:
         return self
 
     def stop(self, grace: float | None = None) -> None:
+        with self._calls_lock:
+            for hang in self._hangs.values():
+                hang.release()
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
+
+    def _restart(self) -> None:
+        """Stop at once and listen again on the same port (the state is kept)."""
+        server = self._server
+        if server is None:
+            return
+        server.stop(0).wait()
+        self._server = None
+        self._requested_port = self.port
+        self.restarts += 1
+        self.start()
 
     def wait(self) -> None:
         """Block until the server stops."""
@@ -1680,6 +1772,47 @@ class PachdDouble:
         with self._cluster.lock:
             self._cluster.failure_changes += 1
             self._cluster.failures.clear()
+
+    def hang(self, method: str, *, after: bool = False) -> Hang:
+        """Make every call of `method` (e.g. "ListPipeline", "FinishTransaction") hang,
+        as a pachd that accepts a call and never answers; see `Hang`."""
+        hang = Hang(method, after)
+        with self._calls_lock:
+            self._hangs[method] = hang
+        return hang
+
+    def unhang(self) -> None:
+        with self._calls_lock:
+            hangs, self._hangs = list(self._hangs.values()), {}
+        for hang in hangs:
+            hang.release()
+
+    def drop(self, method: str, times: int = 1) -> None:
+        """The next `times` calls of `method` drop the connection: pachd goes away in the
+        middle of the call and comes back (see `_dropping_handler`)."""
+        with self._calls_lock:
+            self._drops[method] += times
+
+    def tokens_seen(self) -> set[str]:
+        """Every token any call carried (in `authn-token`), refused or not."""
+        with self._calls_lock:
+            return set(self._tokens)
+
+    def _hang_for(self, method: str) -> Hang | None:
+        with self._calls_lock:
+            hang = self._hangs.get(method)
+        return None if hang is None or hang.released.is_set() else hang
+
+    def _take_drop(self, method: str) -> bool:
+        with self._calls_lock:
+            if self._drops[method] > 0:
+                self._drops[method] -= 1
+                return True
+            return False
+
+    def _record_tokens(self, sent: list[str]) -> None:
+        with self._calls_lock:
+            self._tokens.update(sent)
 
     # ---- inspection helpers
 

@@ -25,6 +25,7 @@ import pytest
 from pachhook.config import ImageConfig
 from pachhook.docker.cache import LABEL_DIGEST
 from pachhook.docker.context import write_context
+from pachhook.docker.credentials import host_variable
 from pachhook.docker.digest import ImageState, checked_tag
 from pachhook.docker.engine import (
     DISK_HINT,
@@ -464,14 +465,20 @@ def test_htpasswd_registry_wrong_then_right_credentials_and_no_token_anywhere(
 
     anonymous = build_fails(root, "--all")
     assert f"registry {reg.address} asks for credentials" in anonymous.stdout
+    # Docker Hub's variables are Docker Hub's: this registry never gets them.
+    hub = {**auth_build.env, "DOCKERHUB_USERNAME": "pachhook", "DOCKERHUB_TOKEN": token}
+    assert (
+        f"registry {reg.address} asks for credentials" in build_fails(root, "--all", env=hub).stdout
+    )
 
-    env = {**auth_build.env, "DOCKERHUB_USERNAME": "pachhook", "DOCKERHUB_TOKEN": wrong}
+    variable = host_variable(reg.address)
+    env = {**auth_build.env, variable: f"pachhook:{wrong}"}
     refused = build_fails(root, "--all", env=env)
     assert f"registry {reg.address} refused the credentials" in refused.stdout
-    assert "DOCKERHUB_USERNAME and DOCKERHUB_TOKEN" in refused.stdout
+    assert f"{variable}=USERNAME:TOKEN" in refused.stdout
     outputs += [refused.stdout, refused.stderr]
 
-    env["DOCKERHUB_TOKEN"] = token
+    env[variable] = f"pachhook:{token}"
     accepted = build(root, "--all", env=env)
     tag = planned_tags(root, "--all")[name]
     assert reg.has_manifest(registry_path(name), tag)
@@ -490,7 +497,7 @@ def test_push_errors_inside_the_stream_are_caught(auth_build: AuthBuild, tmp_pat
     """`exists` is skipped here, so the engine itself meets the refusal, in the middle of
     a push stream whose HTTP status is 200."""
     reg, token, name, root = auth_build.registry, auth_build.token, auth_build.name, auth_build.root
-    env = {**auth_build.env, "DOCKERHUB_USERNAME": "pachhook", "DOCKERHUB_TOKEN": "not-" + token}
+    env = {**auth_build.env, host_variable(reg.address): f"pachhook:not-{token}"}
     repo = Repo.discover(root)
     planned = plan_selection(repo, Selection(everything=True), env)
     assert planned.workspace is not None

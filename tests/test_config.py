@@ -25,7 +25,7 @@ name = "docker.io/acme/housing-prices"
 context = "app"
 dockerfile = "../docker/app.Dockerfile"
 target = "runtime"
-build_args = { PY = "3.11", N = 3 }
+build_args = { PY = "3.11", N = "3" }
 platform = "linux/amd64"
 [pipelines]
 include = ["pipelines/**/*.json"]
@@ -124,6 +124,12 @@ def test_pyproject_without_table_falls_back_to_environment():
             "image[0].secrets: two secrets share an id",
         ),
         ("image = 3\n", "image: must be an array of tables"),
+        (
+            '[[image]]\nname = "a/b"\nbuild_args = { N = 3 }\n',
+            "image[0].build_args: got {'N': 3}; expected a table of strings (quote numbers)",
+        ),
+        ('[[image]]\nname = "Acme/App"\n', "image[0].name: 'Acme/App' is no image name"),
+        ("a = " + "[" * 600 + "]" * 600 + "\n", "pachhook.toml: nested too deeply"),
     ],
 )
 def test_bad_config_names_file_line_key_and_fix(text: str, expected: str):
@@ -156,7 +162,8 @@ def test_seed_variables_without_config():
         "Dockerfile",
     )
     assert c.pipelines.include == ("regression.json", "other.yaml")
-    assert c.pachyderm.address == "grpcs://hub.example.com:31400"
+    # The operator's cluster is not the configuration's: the connection reads the variable.
+    assert c.pachyderm.address is None
 
 
 def test_config_wins_over_environment():

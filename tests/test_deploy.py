@@ -60,10 +60,15 @@ def config_for(address: str | None, project: str = "default") -> Config:
 
 
 def cluster_for(pachd: Target, **env: str) -> PachydermCluster:
-    environment = {"HOME": "/nonexistent", **env}
+    """The operator's cluster is `pachd` (PACHYDERM_CLUSTER_URL), with its token."""
+    environment = {"HOME": "/nonexistent", "PACHYDERM_CLUSTER_URL": pachd.address, **env}
     if pachd.token and "PACHYDERM_TOKEN" not in env:
         environment["PACHYDERM_TOKEN"] = pachd.token
-    return PachydermCluster.connect(config_for(pachd.address), environment)
+    return PachydermCluster.connect(config_for(None), environment)
+
+
+def operator_env(address: str, **env: str) -> dict[str, str]:
+    return {"HOME": "/nonexistent", "PACHYDERM_CLUSTER_URL": address, **env}
 
 
 def plans(
@@ -160,15 +165,61 @@ def write_pachctl_config(
     return path
 
 
-def test_config_address_wins_and_env_token_is_used(tmp_path: Path) -> None:
+def test_the_operators_cluster_gets_the_env_token(tmp_path: Path) -> None:
     conn = resolve_connection(
-        config_for("grpcs://pachd.example.com:443"),
-        {"HOME": str(tmp_path), "PACHYDERM_TOKEN": "s3cret"},
+        config_for(None),
+        {
+            "HOME": str(tmp_path),
+            "PACHYDERM_CLUSTER_URL": "grpcs://pachd.example.com:443",
+            "PACHYDERM_TOKEN": "s3cret",
+        },
     )
     assert conn.endpoint == Endpoint("pachd.example.com", 443, True)
-    assert conn.source == "pachhook.toml: [pachyderm] address"
+    assert conn.source == "PACHYDERM_CLUSTER_URL"
     assert (conn.token, conn.token_source) == ("s3cret", "PACHYDERM_TOKEN")
     assert "s3cret" not in repr(conn)
+
+
+def test_a_config_address_must_name_the_operators_cluster(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "PACHYDERM_TOKEN": "s3cret"}
+    # The same cluster, spelt the same way or not: the token goes there.
+    for spelling in ("grpcs://pachd.example.com:443", "https://PACHD.example.com:443/"):
+        mine = {**env, "PACHYDERM_CLUSTER_URL": spelling}
+        conn = resolve_connection(config_for("grpcs://pachd.example.com:443"), mine)
+        assert (conn.token, conn.source) == ("s3cret", "PACHYDERM_CLUSTER_URL")
+    # Another cluster, or none named by the operator: refused, naming both.
+    for operator in ({"PACHYDERM_CLUSTER_URL": "grpcs://mine.example.com:443"}, {}):
+        with pytest.raises(InputError) as err:
+            resolve_connection(config_for("grpcs://evil.example.com:443"), {**env, **operator})
+        message = str(err.value)
+        assert message.startswith(
+            "pachhook.toml: [pachyderm] address: grpcs://evil.example.com:443 is chosen by "
+            "the repository"
+        )
+        assert "PACHHOOK_ALLOW_CONFIG_ADDRESS=true" in message and "s3cret" not in message
+        assert ("mine.example.com" in message) == bool(operator)
+    # Allowed by the operator: the repository's address, but never the env token.
+    allowed = {**env, "PACHYDERM_CLUSTER_URL": "grpcs://mine.example.com:443"}
+    allowed["PACHHOOK_ALLOW_CONFIG_ADDRESS"] = "1"
+    conn = resolve_connection(config_for("grpcs://evil.example.com:443"), allowed)
+    assert conn.endpoint.host == "evil.example.com"
+    assert conn.token is None and conn.withheld and "PACHYDERM_TOKEN" in conn.withheld
+
+
+def test_a_token_never_crosses_the_network_in_plain_text(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "PACHYDERM_TOKEN": "s3cret"}
+    with pytest.raises(InputError) as err:
+        resolve_connection(config_for(None), {**env, "PACHYDERM_CLUSTER_URL": "pachd.corp:30650"})
+    assert "grpc://pachd.corp:30650 is plain grpc:// beyond this machine" in str(err.value)
+    assert "PACHHOOK_ALLOW_PLAINTEXT_TOKEN=true" in str(err.value)
+    # Loopback, TLS, no token, or the operator's opt-in: allowed.
+    for url in ("grpc://127.0.0.1:30650", "localhost:1650", "grpc://[::1]:1", "grpcs://pachd.corp"):
+        resolve_connection(config_for(None), {**env, "PACHYDERM_CLUSTER_URL": url})
+    no_token = {"HOME": str(tmp_path), "PACHYDERM_CLUSTER_URL": "pachd.corp:30650"}
+    assert resolve_connection(config_for(None), no_token).token is None
+    opted = {**env, "PACHYDERM_CLUSTER_URL": "pachd.corp:30650"}
+    opted["PACHHOOK_ALLOW_PLAINTEXT_TOKEN"] = "yes"
+    assert resolve_connection(config_for(None), opted).token == "s3cret"
 
 
 def test_the_seeds_cluster_url_is_named_as_the_source(tmp_path: Path) -> None:
@@ -209,7 +260,7 @@ def test_pach_config_and_pach_context_are_honoured(tmp_path: Path) -> None:
         {
             "a": {"pachd_address": "grpc://a:1"},
             # protojson also writes camelCase keys; pachctl reads both.
-            "b": {"pachdAddress": "b:2", "sessionToken": "tb"},
+            "b": {"pachdAddress": "grpcs://b:2", "sessionToken": "tb"},
             "fw": {"port_forwarders": {"pachd": 30651}},
         },
         active="a",
@@ -217,7 +268,7 @@ def test_pach_config_and_pach_context_are_honoured(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path / "nohome"), "PACH_CONFIG": str(path)}
     assert resolve_connection(config_for(None), env).endpoint == Endpoint("a", 1, False)
     conn = resolve_connection(config_for(None), {**env, "PACH_CONTEXT": "b"})
-    assert (conn.endpoint, conn.token) == (Endpoint("b", 2, False), "tb")
+    assert (conn.endpoint, conn.token) == (Endpoint("b", 2, True), "tb")
     conn = resolve_connection(config_for(None), {**env, "PACH_CONTEXT": "fw"})
     assert conn.endpoint == Endpoint("localhost", 30651, False)
 
@@ -226,18 +277,21 @@ def test_a_contexts_token_goes_only_to_its_own_cluster(tmp_path: Path) -> None:
     write_pachctl_config(
         tmp_path / ".pachyderm" / "config.json",
         {
-            "active": {"pachd_address": "grpc://mine:30650", "session_token": "mine-token"},
+            "active": {"pachd_address": "grpcs://mine:30650", "session_token": "mine-token"},
             "staging": {"pachd_address": "grpcs://staging:443", "session_token": "staging-token"},
         },
         active="active",
     )
     env = {"HOME": str(tmp_path)}
-    # Another cluster than the context's: its token is not sent there.
-    assert resolve_connection(config_for("grpc://someone-else:30650"), env).token is None
-    # The same cluster, spelt differently: the context's token is used.
-    assert resolve_connection(config_for("mine"), env).token == "mine-token"
-    # A context that is not active, but is for the configured cluster, lends its token.
-    conn = resolve_connection(config_for("grpcs://staging:443"), env)
+    # The same cluster as the active context, spelt differently: its token is used.
+    assert resolve_connection(config_for("grpcs://mine"), env).token == "mine-token"
+    # Another cluster is refused, unless the operator lets the repository choose; then
+    # only a context made for that cluster lends its token.
+    with pytest.raises(InputError):
+        resolve_connection(config_for("grpcs://staging:443"), env)
+    allowed = {**env, "PACHHOOK_ALLOW_CONFIG_ADDRESS": "true"}
+    assert resolve_connection(config_for("grpcs://someone-else:30650"), allowed).token is None
+    conn = resolve_connection(config_for("grpcs://staging:443"), allowed)
     assert (conn.token, conn.token_source) == ("staging-token", "pachctl context 'staging'")
 
 
@@ -279,8 +333,8 @@ def test_a_broken_pachctl_config_is_named(tmp_path: Path) -> None:
         resolve_connection(config_for(None), {"HOME": str(tmp_path)})
     assert "config.json:2: pachctl's config is not valid JSON" in str(err.value)
     # Not needed at all when the address and the token are given.
-    env = {"HOME": str(tmp_path), "PACHYDERM_TOKEN": "t"}
-    assert resolve_connection(config_for("pachd:1"), env).token == "t"
+    env = {"HOME": str(tmp_path), "PACHYDERM_TOKEN": "t", "PACHYDERM_CLUSTER_URL": "grpcs://p"}
+    assert resolve_connection(config_for(None), env).token == "t"
 
 
 def test_system_roots_are_pem() -> None:
@@ -293,7 +347,7 @@ def test_resolving_a_connection_does_not_import_python_pachyderm() -> None:
         "from pachhook.config import Config, PachydermConfig\n"
         "from pachhook.pachyderm.connection import resolve_connection\n"
         "from pachhook.pachyderm.cluster import PachydermCluster\n"
-        "resolve_connection(Config(path=None, pachyderm=PachydermConfig(address='p:1')), {})\n"
+        "resolve_connection(Config(path=None), {'PACHYDERM_CLUSTER_URL': 'p:1'})\n"
         "print(sorted(m for m in ('python_pachyderm', 'grpc') if m in sys.modules))\n"
     )
     out = subprocess.run(
@@ -492,7 +546,7 @@ def test_a_wrong_token_is_refused_clearly(pachd: Target) -> None:
 
 def test_a_missing_token_is_asked_for(pachd: Target) -> None:
     double_of(pachd)  # a real cluster may run without auth
-    cluster = PachydermCluster.connect(config_for(pachd.address), {"HOME": "/nonexistent"})
+    cluster = PachydermCluster.connect(config_for(None), operator_env(pachd.address))
     with pytest.raises(PachhookError) as err:
         cluster.pipeline_digests()
     assert "needs a token" in str(err.value)
@@ -514,7 +568,7 @@ def test_an_unreachable_cluster_is_one_line(tmp_path: Path) -> None:
     port = closed_port()
     secret = "t-" + uuid.uuid4().hex
     cluster = PachydermCluster.connect(
-        config_for(f"grpc://127.0.0.1:{port}"), {"HOME": str(tmp_path), "PACHYDERM_TOKEN": secret}
+        config_for(None), operator_env(f"grpc://127.0.0.1:{port}", PACHYDERM_TOKEN=secret)
     )
     started = time.monotonic()
     for call in (cluster.pipeline_digests, lambda: cluster.missing_repos([("default", "raw")])):
@@ -532,7 +586,7 @@ def test_a_server_that_is_not_pachd_is_one_line() -> None:
     thread.start()
     try:
         address = f"127.0.0.1:{server.server_port}"
-        cluster = PachydermCluster.connect(config_for(address), {"HOME": "/nonexistent"})
+        cluster = PachydermCluster.connect(config_for(None), operator_env(address))
         with pytest.raises(PachhookError) as err:
             cluster.pipeline_digests()
         assert_clean(err.value)
@@ -596,22 +650,22 @@ def test_grpcs_with_system_roots(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = {"HOME": str(tmp_path), "PACHYDERM_TOKEN": "tls-token"}
-    cluster = PachydermCluster.connect(config_for(tls_double.address), env)
+    env = operator_env(tls_double.address, HOME=str(tmp_path), PACHYDERM_TOKEN="tls-token")
+    cluster = PachydermCluster.connect(config_for(None), env)
     with pytest.raises(PachhookError) as err:
         cluster.pipeline_digests()  # the test CA is not among the system's roots
     assert "TLS failed" in str(err.value)
     assert_clean(err.value, "tls-token")
     # The system's roots are OpenSSL's: SSL_CERT_FILE adds a CA as it would for pachctl.
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate[2]))
-    cluster = PachydermCluster.connect(config_for(tls_double.address), env)
+    cluster = PachydermCluster.connect(config_for(None), env)
     assert cluster.pipeline_digests() == {}
 
 
 def test_plain_grpc_to_a_tls_server_fails_clearly(tls_double: PachdDouble) -> None:
     address = tls_double.address.replace("grpcs://", "grpc://")
     cluster = PachydermCluster.connect(
-        config_for(address), {"HOME": "/nonexistent", "PACHYDERM_TOKEN": "tls-token"}
+        config_for(None), operator_env(address, PACHYDERM_TOKEN="tls-token")
     )
     with pytest.raises(PachhookError) as err:
         cluster.pipeline_digests()
@@ -655,7 +709,8 @@ def test_status_shows_runs_and_other_entries(
     )
     ledger.append(
         state,
-        {"kind": "post-push", "id": "p1", "time": 1_700_000_010, "state": "pending", "commit": sha},
+        # Still within its time: a post-push deploy waits `timeout` seconds at most.
+        {"kind": "post-push", "id": "p1", "time": time.time(), "state": "pending", "commit": sha},
     )
     ledger.append(
         state,

@@ -107,7 +107,7 @@ def wait_final(root: Path, count: int = 1, timeout: float = 90) -> list[dict[str
     """The final post-push entries, once `count` of them are there."""
     deadline = time.monotonic() + timeout
     while True:
-        final = [e for e in post_push(root) if e["state"] != "pending"]
+        final = [e for e in post_push(root) if e["state"] not in ("pending", "waiting")]
         if len(final) >= count:
             return final
         if time.monotonic() > deadline:
@@ -121,7 +121,9 @@ def wait_final(root: Path, count: int = 1, timeout: float = 90) -> list[dict[str
 
 
 def runs(root: Path) -> list[dict[str, Any]]:
-    return [e for e in ledger.read(root / ".git" / "pachhook") if e.get("kind") == "run"]
+    """Finished runs (a run also writes "running" when it starts)."""
+    entries = ledger.read(root / ".git" / "pachhook")
+    return [e for e in entries if e.get("kind") == "run" and e.get("state") != "running"]
 
 
 # -- the scripts --------------------------------------------------------------------------------
@@ -476,10 +478,20 @@ def test_every_pushed_ref_is_planned_not_only_the_first(plain: Plain) -> None:
 def test_a_failed_build_lets_the_push_through_with_warn(plain: Plain) -> None:
     pachhook(plain.root, "install")
     toml = (plain.root / "pachhook.toml").read_text()
+    # The pushed commit does not choose the policy: its own [hooks] is not used.
     commit(plain.root, "warn", {"pachhook.toml": toml + '[hooks]\non_build_failure = "warn"\n'})
     proc = push(plain.root, "origin", "main", env=plain.env)
+    assert proc.returncode == 1, proc.stderr
+    assert "[hooks] on_build_failure in the pushed commit not used" in proc.stderr
+    assert "push stopped: image failed" in proc.stderr
+    # The operator's setting does.
+    git(plain.root, "config", "pachhook.onBuildFailure", "warn")
+    proc = push(plain.root, "origin", "main", env=plain.env)
     assert proc.returncode == 0, proc.stderr
-    assert 'the push goes on ([hooks] on_build_failure = "warn")' in proc.stderr
+    assert (
+        'the push goes on (on_build_failure = "warn", from git config pachhook.onBuildFailure)'
+        in proc.stderr
+    )
     assert runs(plain.root)[-1]["error"].startswith("image failed")
 
 
@@ -532,7 +544,8 @@ def test_post_commit_never_fails_and_can_be_turned_off(plain: Plain) -> None:
     proc = pachhook(plain.root, "hook", "post-commit")
     assert proc.returncode == 0 and "not valid TOML" in proc.stderr
 
-    write(plain.root, {"pachhook.toml": '[hooks]\npost_commit = "off"\n', "app/main.sh": "x\n"})
+    git(plain.root, "config", "pachhook.postCommit", "off")
+    write(plain.root, {"pachhook.toml": "", "app/main.sh": "x\n"})
     git(plain.root, "add", "-A")
     off = run(["git", "commit", "-q", "-m", "off"], plain.root, plain.env)
     assert off.stdout + off.stderr == ""

@@ -396,7 +396,13 @@ class WatchProcess:
         if not path.exists():
             return []
         entries = [json.loads(line) for line in path.read_text().splitlines()]
-        return [e for e in entries if e.get("kind") == "run" and e.get("trigger") == "watch"]
+        return [
+            e
+            for e in entries
+            if e.get("kind") == "run"
+            and e.get("trigger") == "watch"
+            and e.get("state") != "running"
+        ]
 
     def wait_runs(self, count: int, timeout: float = 120) -> None:
         self.wait_for(lambda: len(self.runs()) >= count, f"{count} watch run(s)", timeout)

@@ -23,14 +23,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help='print {"entries": [...], "pending": [...]}, newest first',
+        help='print {"entries": [...], "pending": [...], "interrupted": [...]}, newest first',
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pachhook.run import ledger
-    from pachhook.run.report import pending_entries, status_lines
+    from pachhook.run.report import interrupted_entries, pending_entries, status_lines
 
     found = repo()
     config_note(found, None)
@@ -38,11 +38,12 @@ def run(args: argparse.Namespace) -> int:
     recent = list(reversed(entries[-args.limit :]))
     pending = pending_entries(entries)
     if args.json:
-        print_json({"entries": recent, "pending": pending})
+        interrupted = interrupted_entries(entries)
+        print_json({"entries": recent, "pending": pending, "interrupted": interrupted})
         return 0
     if not entries:
         out(f"nothing recorded yet in {found.state_dir / ledger.RUNS}")
         return 0
-    for line in status_lines(recent, pending):
+    for line in status_lines(recent, pending, entries):
         out(line)
     return 0

@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from pachhook.docker import buildkit
 from pachhook.docker.cache import LABEL_DIGEST
 from pachhook.docker.context import write_context, write_context_dir
-from pachhook.docker.credentials import environment_credentials
+from pachhook.docker.credentials import environment_hosts, login_hint
 from pachhook.docker.digest import ImageState, checked_tag
 from pachhook.docker.registry import DOCKER_HUB, Registries, split_name
 from pachhook.errors import PachhookError, one_line
@@ -229,7 +229,6 @@ class Engine:
         cached: list[str],
     ) -> None:
         import docker.errors
-        import requests.exceptions
 
         reference = f"{state.name}:{state.tag}"
         cfg = state.config
@@ -300,7 +299,7 @@ class Engine:
                     raise PachhookError(build_failure(step, "the engine gave no image"))
         except docker.errors.APIError as exc:
             raise PachhookError(build_failure(step, _api_error(exc))) from None
-        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+        except _engine_errors() as exc:
             raise self._engine_lost(exc) from None
 
     def _build_buildkit(
@@ -464,7 +463,6 @@ class Engine:
         """Push the tag; every chunk is checked, since the engine reports registry errors
         inside a stream whose own status is a success. Returns the pushed manifest digest."""
         import docker.errors
-        import requests.exceptions
 
         reference = f"{state.name}:{tag}"
         host, _ = split_name(state.name)
@@ -489,7 +487,7 @@ class Engine:
                     digest = str(aux["Digest"])
         except docker.errors.APIError as exc:
             raise push_failure(host, _api_error(exc), creds is not None) from None
-        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+        except _engine_errors() as exc:
             raise self._engine_lost(exc) from None
         return digest
 
@@ -553,12 +551,11 @@ class Engine:
         )
 
     def _inject_environment_credentials(self, client: docker.DockerClient) -> None:
-        """Base images on a private registry need credentials too: hand the seed's variables
-        to the builder for the registries Docker's config knows nothing about."""
-        if environment_credentials(self.env) is None:
-            return
+        """Base images on a private registry need credentials too: hand the environment's
+        credentials to the builder, each for its own host only, where Docker's config
+        has none for it."""
         store = client.api._auth_configs  # noqa: SLF001 - docker-py has no public setter
-        for host in {*self.image_hosts, DOCKER_HUB}:
+        for host in environment_hosts(self.env):
             found = self.registries.credentials(host)
             if found is not None and not found.from_docker_config:
                 key = "https://index.docker.io/v1/" if host == DOCKER_HUB else host
@@ -572,6 +569,21 @@ class Engine:
 
 
 # -- errors, one line each ---------------------------------------------------------------------
+
+
+def _engine_errors() -> tuple[type[BaseException], ...]:
+    """What a call to the engine raises when the engine goes away: a stream cut in the
+    middle (dockerd restarted) surfaces from urllib3 itself, not through requests."""
+    import docker.errors
+    import requests.exceptions
+    import urllib3.exceptions
+
+    return (
+        requests.exceptions.RequestException,
+        docker.errors.DockerException,
+        urllib3.exceptions.HTTPError,
+        ConnectionError,
+    )
 
 
 def build_failure(step: tuple[str, str] | None, error: str, output: Sequence[str] = ()) -> str:
@@ -595,8 +607,8 @@ def push_failure(host: str, error: str, had_credentials: bool) -> PachhookError:
     if any(w in lower for w in ("unauthorized", "denied", "authentication required", "forbidden")):
         what = "refused the credentials" if had_credentials else "asks for credentials"
         return PachhookError(
-            f"push refused: registry {host} {what} ({detail}); run docker login {host}, "
-            "or set DOCKERHUB_USERNAME and DOCKERHUB_TOKEN to an account that may push"
+            f"push refused: registry {host} {what} ({detail}); {login_hint(host)} "
+            "(for an account that may push)"
         )
     if "server gave http response to https client" in lower:
         return PachhookError(

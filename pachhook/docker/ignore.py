@@ -320,14 +320,19 @@ class IgnoreMatcher:
         return bool(self.patterns)
 
     def _dir_hits(self, directory: str) -> tuple[bool, ...]:
-        hits = self._dirs.get(directory)
-        if hits is None:
-            parent = self._dir_hits(posixpath.dirname(directory) or ".")
+        # Up to the nearest known ancestor, then down: a loop, since a path may be
+        # thousands of folders deep.
+        missing = []
+        while directory not in self._dirs:
+            missing.append(directory)
+            directory = posixpath.dirname(directory) or "."
+        hits = self._dirs[directory]
+        for folder in reversed(missing):
             hits = tuple(
-                hit or pattern.match(directory)
-                for hit, pattern in zip(parent, self.patterns, strict=True)
+                hit or pattern.match(folder)
+                for hit, pattern in zip(hits, self.patterns, strict=True)
             )
-            self._dirs[directory] = hits
+            self._dirs[folder] = hits
         return hits
 
     def excluded(self, path: str) -> bool:

@@ -12,6 +12,7 @@ from pachhook.docker.digest import ImageState
 from pachhook.docker.engine import BuildEvents, Engine, ImageResult, without_userinfo
 from pachhook.docker.registry import Registries, split_name
 from pachhook.repo.git import Repo
+from pachhook.repo.settings import Settings
 from pachhook.repo.source import Source
 
 
@@ -30,11 +31,15 @@ class DockerImages:
         logs_dir: Path,
         *,
         cache_sources: Callable[[ImageState], Sequence[str]] | None = None,
+        settings: Settings | None = None,
     ) -> DockerImages:
         """The engine named by DOCKER_HOST (else Docker's default socket) and the registries
         of the images. Nothing is contacted yet. `cache_sources`: the tags whose layers an
         image's build may reuse (cache_from = "registry")."""
-        registries = Registries(env)
+        settings = settings if settings is not None else Settings.from_env(env)
+        registries = Registries(
+            env, realm_hosts=settings.token_realm_hosts, timeout=settings.registry_timeout
+        )
         engine = Engine(
             env,
             registries,

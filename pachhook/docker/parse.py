@@ -62,6 +62,7 @@ class Instruction(NamedTuple):
 class Parsed(NamedTuple):
     instructions: tuple[Instruction, ...]
     escape: str
+    heredocs: tuple[int, ...] = ()  # lines of the instructions that use a heredoc
 
 
 class InstructionError(Exception):
@@ -112,6 +113,7 @@ def parse(text: str, origin: str = "Dockerfile") -> Parsed:
             continuation = re.compile(re.escape(escape) + r"[ \t]*\Z")
 
     out: list[Instruction] = []
+    heredocs: list[int] = []
     i = 0
     while i < len(lines):
         number = i + 1
@@ -137,7 +139,27 @@ def parse(text: str, origin: str = "Dockerfile") -> Parsed:
         if instruction.cmd in ("run", "copy", "add"):
             for name, chomp in _heredocs(instruction.rest):
                 i = _skip_heredoc(lines, i, name, chomp, number, origin)
-    return Parsed(tuple(out), escape)
+                heredocs.append(number)
+    return Parsed(tuple(out), escape, tuple(dict.fromkeys(heredocs)))
+
+
+def unbuildable(data: bytes, origin: str) -> tuple[int, str] | None:
+    """(line, what and what to do) of the first thing in a Dockerfile that Docker 20.10's
+    builders cannot build, so that it is refused before any work; None if none."""
+    nul = data.find(b"\0")
+    if nul >= 0:
+        return data.count(b"\n", 0, nul) + 1, (
+            "holds a NUL byte, and a Dockerfile is text; remove it (was a binary file "
+            "saved under this name?)"
+        )
+    parsed = parse(data.decode("utf-8", errors="replace"), origin)
+    if parsed.heredocs:
+        return parsed.heredocs[0], (
+            "a heredoc (<<EOF) needs a newer Dockerfile frontend than Docker 20.10's "
+            "builders have; write the text to a file in the context and COPY it, or use "
+            "RUN with printf"
+        )
+    return None
 
 
 def _trim_continuation(line: str, continuation: re.Pattern[str]) -> tuple[str, bool]:

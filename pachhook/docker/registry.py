@@ -29,9 +29,12 @@ from typing import Any
 
 from pachhook.config import normalize_repository
 from pachhook.docker.credentials import (
+    DOCKER_HUB,
     Credentials,
     docker_config_credentials,
     environment_credentials,
+    host_bound_credentials,
+    login_hint,
 )
 from pachhook.errors import PachhookError, one_line
 
@@ -43,9 +46,9 @@ MANIFEST_TYPES = (
 )
 INDEX_TYPES = frozenset(MANIFEST_TYPES[1::2])
 
-DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
-REGISTRY_TIMEOUT = 30
+DOCKER_HUB_REALMS = ("auth.docker.io",)  # Docker Hub's token service is on its own host
+REGISTRY_TIMEOUT = 30.0
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -81,10 +84,19 @@ class Registry:
     anonymous first, then what `WWW-Authenticate` asks for (a bearer token from the
     realm it names, or basic auth). Thread-safe: tokens are cached under a lock."""
 
-    def __init__(self, host: str, credentials: Callable[[], Credentials | None]) -> None:
+    def __init__(
+        self,
+        host: str,
+        credentials: Callable[[], Credentials | None],
+        *,
+        realm_hosts: tuple[str, ...] = (),
+        timeout: float = REGISTRY_TIMEOUT,
+    ) -> None:
         self.host = host
         self.api_host = DOCKER_HUB_API if host == DOCKER_HUB else host
         self._credentials = credentials
+        self.realm_hosts = realm_hosts  # other hosts the operator lets issue tokens
+        self.timeout = timeout
         self._lock = threading.Lock()
         self._tokens: dict[str, str] = {}  # scope -> Authorization header value
         self._scheme: str | None = None
@@ -143,7 +155,7 @@ class Registry:
             # Unredirected: a blob redirect to object storage must not carry the token.
             req.add_unredirected_header("Authorization", auth)
         try:
-            with self._opener.open(req, timeout=REGISTRY_TIMEOUT) as resp:
+            with self._opener.open(req, timeout=self.timeout) as resp:
                 return Response(resp.status, dict(resp.headers.items()), resp.read())
         except urllib.error.HTTPError as exc:
             with exc:
@@ -173,6 +185,8 @@ class Registry:
             return None
         query = {"service": params.get("service", ""), "scope": scope}
         realm = params["realm"]
+        if creds is not None:
+            self._check_realm(realm)
         data = None
         auth = None
         if creds and creds.identity_token:
@@ -199,6 +213,34 @@ class Registry:
             return None
         token = answer.get("token") or answer.get("access_token")
         return f"Bearer {token}" if token else None
+
+    def _check_realm(self, realm: str) -> None:
+        """A credential for this registry goes only to a token service over TLS (plain HTTP
+        on loopback alone) on the registry's own host or one the operator lists."""
+        parts = urllib.parse.urlsplit(realm)
+        where = parts.hostname or ""
+        if parts.scheme not in ("https", "http") or not where:
+            raise RegistryError(
+                f"registry {self.host}: its token service {_without_query(realm)!r} is not an "
+                "http(s) URL; no credentials were sent"
+            )
+        if parts.scheme == "http" and not is_loopback(where):
+            raise RegistryError(
+                f"registry {self.host}: its token service {_without_query(realm)} is plain "
+                "http://; credentials go to a token service only over https: no credentials "
+                "were sent"
+            )
+        own = {_hostname(self.host), _hostname(self.api_host)}
+        if self.host == DOCKER_HUB:
+            own.update(DOCKER_HUB_REALMS)
+        same_machine = is_loopback(where) and is_loopback(self.host)
+        if where.lower() not in own | set(self.realm_hosts) and not same_machine:
+            raise RegistryError(
+                f"registry {self.host}: its token service is on another host, {where}, and the "
+                f"credentials for {self.host} go only to {self.host}: no credentials were sent; "
+                f"if {where} is its token service, allow it with PACHHOOK_TOKEN_REALM_HOSTS={where} "
+                f"(or git config pachhook.tokenRealmHosts {where})"
+            )
 
     # - what pachhook asks -
 
@@ -257,8 +299,7 @@ class _TLSRefused(Exception):
 def unauthorized(host: str, action: str, had_credentials: bool) -> RegistryError:
     what = "refused the credentials" if had_credentials else "asks for credentials"
     return RegistryError(
-        f"registry {host} {what} to {action} images (unauthorized or denied); "
-        f"run docker login {host}, or set DOCKERHUB_USERNAME and DOCKERHUB_TOKEN"
+        f"registry {host} {what} to {action} images (unauthorized or denied); {login_hint(host)}"
     )
 
 
@@ -296,12 +337,26 @@ def _without_query(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+def _hostname(host: str) -> str:
+    """A registry host without its port."""
+    return (urllib.parse.urlsplit(f"//{host}").hostname or host).lower()
+
+
 class Registries:
     """Every registry a run talks to, and the credentials for each, found once per host:
-    Docker's own config and helpers, else the seed's variables."""
+    its host-bound variable, Docker's own config and helpers, and for Docker Hub the
+    seed's variables (credentials.py). No host ever gets another host's credentials."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        realm_hosts: tuple[str, ...] = (),
+        timeout: float = REGISTRY_TIMEOUT,
+    ) -> None:
         self.env = dict(env)
+        self.realm_hosts = realm_hosts
+        self.timeout = timeout
         self._lock = threading.Lock()
         self._registries: dict[str, Registry] = {}
         self._credentials: dict[str, Credentials | None] = {}
@@ -309,15 +364,22 @@ class Registries:
     def credentials(self, host: str) -> Credentials | None:
         with self._lock:
             if host not in self._credentials:
-                self._credentials[host] = docker_config_credentials(
-                    host, self.env
-                ) or environment_credentials(self.env)
+                self._credentials[host] = (
+                    host_bound_credentials(host, self.env)
+                    or docker_config_credentials(host, self.env)
+                    or environment_credentials(host, self.env)
+                )
             return self._credentials[host]
 
     def registry(self, host: str) -> Registry:
         with self._lock:
             registry = self._registries.get(host)
             if registry is None:
-                registry = Registry(host, lambda: self.credentials(host))
+                registry = Registry(
+                    host,
+                    lambda: self.credentials(host),
+                    realm_hosts=self.realm_hosts,
+                    timeout=self.timeout,
+                )
                 self._registries[host] = registry
             return registry

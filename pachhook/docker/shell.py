@@ -14,6 +14,7 @@ from pachhook.docker.parse import InstructionError
 
 # A variable's value, None when it is unset (`${NAME:?}` tells unset from empty).
 Lookup = Callable[[str], str | None]
+MAX_NESTING = 100  # ${A:-${B:-...}} deeper than this is refused: the lexer recurses
 
 
 class _Lexer:
@@ -24,6 +25,7 @@ class _Lexer:
         self.pos = 0
         self.escape = escape
         self.lookup = lookup
+        self.depth = 0
 
     def _peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -94,6 +96,17 @@ class _Lexer:
             out.append(ch)
 
     def _dollar(self) -> str:
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise InstructionError(
+                    f"variables nested more than {MAX_NESTING} deep", "write it more simply"
+                )
+            return self._substitution()
+        finally:
+            self.depth -= 1
+
+    def _substitution(self) -> str:
         self.pos += 1
         if self._peek() != "{":
             name = self._name()

@@ -1,18 +1,18 @@
 """The post-commit and post-merge hooks: what the new commit (or the merge) would build and
-update, shown (`[hooks] post_commit = "plan"`), built without a deploy ("build"), or
-nothing ("off"). They never fail the commit or the merge."""
+update, shown (`post_commit = "plan"`), built without a deploy ("build"), or nothing
+("off"). The mode is the operator's (hooks/policy.py), never the commit's. They never fail
+the commit or the merge."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from pachhook.config import load as load_config
 from pachhook.errors import error_handler
+from pachhook.hooks.policy import post_commit_mode
 from pachhook.hooks.push import everything_at
 from pachhook.plan.load import plan_selection
 from pachhook.repo.git import Repo
 from pachhook.repo.selection import Selection
-from pachhook.repo.source import CommitSource
 
 
 def after_commit(
@@ -39,11 +39,8 @@ def _show_or_build(
     head = repo.resolve("HEAD")
     start = repo.commit_of(base)
     selection = Selection(start, head) if start else everything_at(head)
-    source = CommitSource(repo, head)
-    try:
-        mode = load_config(source.read, env).hooks.post_commit
-    finally:
-        source.close()
+    # The operator's choice, never the commit's: a pulled commit cannot make a pull build.
+    mode = post_commit_mode(repo, env)
     if mode == "off":
         return
     planned = plan_selection(repo, selection, env)

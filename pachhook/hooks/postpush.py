@@ -10,7 +10,9 @@ on; the images are found in the registry and nothing is rebuilt. A push that was
 refused or never confirmed deploys nothing, and the ledger says why.
 
 Every pending entry gets a final one (done, failed, rejected or timeout), even when
-the process fails or is told to stop.
+the process fails or is told to stop; first, the process writes its pid ("waiting"), so
+that one killed outright shows in `pachhook status` as interrupted, with the command
+that does the deploy by hand.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ class Job(NamedTuple):
             "commit": self.commit,
             "remote": self.remote,
             "ref": self.remote_ref,
+            "by_hand": self.by_hand,
             **fields,
         }
 
@@ -324,6 +327,9 @@ def deploy(
     }
     jobs = [Job.from_entry(latest[i]) for i in ids if i in latest]
     open_jobs = {job.id: job for job in jobs}
+    # With this process's pid: one killed outright shows as interrupted, not pending forever.
+    for job in jobs:
+        ledger.append(repo.state_dir, job.entry("waiting", pid=os.getpid(), timeout=job.timeout))
 
     def final(job: Job, state: str, **fields: Any) -> None:
         open_jobs.pop(job.id, None)

@@ -2,9 +2,10 @@
 deploy branches, update the pipelines once the remote has accepted the push (or inside
 the hook, with `--sync`).
 
-A build that fails stops the push (`[hooks] on_build_failure = "block"`) or lets it
-through and deploys nothing for it ("warn"); `git push --dry-run` builds (the check is
-worth having) and deploys nothing.
+A build that fails stops the push (`on_build_failure = "block"`) or lets it through and
+deploys nothing for it ("warn"); `git push --dry-run` builds (the check is worth having)
+and deploys nothing. The policy is the operator's (hooks/policy.py), never the pushed
+commit's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from pachhook.hooks.policy import hook_policy
 from pachhook.hooks.push import (
     DeployBranches,
     PushGroup,
@@ -84,18 +86,32 @@ def _build_then_deploy(
     branches = DeployBranches(repo, remote)
     push = postpush.PushProcess.find()
     dry_run = push is not None and push.dry_run()
-    jobs: list[Job] = []
+    # The policy is the operator's and the default branch's, never the pushed commit's.
+    settings = hook_policy(repo, remote if named else "", env)
+    if settings.note:
+        say(f"pachhook: {settings.note}")
+    planned_groups = []
     for group, planned in work:
-        assert planned.workspace is not None
-        settings = planned.workspace.config.hooks
-        refs = ", ".join(t.update.remote_ref for t in group.targets)
-        say(f"pachhook: {refs} at {group.commit[:12]} ({group.targets[0].basis})")
         deploying = [
             t for t in group.targets if branches.deploys(t.update, settings.deploy_branches)
         ]
         if dry_run and deploying and planned.plan.deploys:
             say("pachhook: git push --dry-run: no pipeline is updated")
             deploying = []
+        planned_groups.append((group, planned, deploying))
+    _refuse_before_work(repo, planned_groups, env)
+    jobs: list[Job] = []
+    for group, planned, deploying in planned_groups:
+        assert planned.workspace is not None
+        refs = ", ".join(t.update.remote_ref for t in group.targets)
+        say(f"pachhook: {refs} at {group.commit[:12]} ({group.targets[0].basis})")
+        ignored = settings.differs(planned.workspace.config.hooks)
+        if ignored:
+            say(
+                f"pachhook: {', '.join(ignored)} in the pushed commit not used: the hook policy "
+                "comes from git config and the remote's default branch, never from the "
+                "commit being pushed"
+            )
         sync_deploy = sync and bool(deploying)
         if planned.plan.builds or sync_deploy:
             options = RunOptions(
@@ -108,12 +124,13 @@ def _build_then_deploy(
                 if settings.on_build_failure == "block":
                     say(
                         f"pachhook: push stopped: {record.error}; fix it and push again, or push "
-                        'anyway with git push --no-verify ([hooks] on_build_failure = "warn" '
-                        "lets such pushes through)"
+                        "anyway with git push --no-verify (git config pachhook.onBuildFailure "
+                        "warn lets such pushes through)"
                     )
                     return 1
+                origin = settings.origins.get("on_build_failure", "default")
                 say(
-                    'pachhook: the push goes on ([hooks] on_build_failure = "warn"), '
+                    f'pachhook: the push goes on (on_build_failure = "warn", from {origin}), '
                     f"but no pipeline is updated for {refs}"
                 )
                 for target in deploying:
@@ -126,7 +143,12 @@ def _build_then_deploy(
             continue
         for target in group.targets:
             if target not in deploying and not dry_run:
-                say(f"pachhook: {branches.why_not(target.update, settings.deploy_branches)}")
+                why = branches.why_not(
+                    target.update,
+                    settings.deploy_branches,
+                    settings.origins.get("deploy_branches", "default"),
+                )
+                say(f"pachhook: {why}")
         if not sync:
             jobs += [_job(group, t, label, settings.post_push_timeout) for t in deploying]
     if jobs:
@@ -143,6 +165,20 @@ def _build_then_deploy(
 def _prunes(repo: Repo, planned: Planned) -> bool:
     """A removed spec is acted on by a hook only where the operator's settings say so."""
     return bool(planned.plan.removed) and hooks_prune(repo)
+
+
+def _refuse_before_work(
+    repo: Repo, groups: list[tuple[PushGroup, Planned, list[PushTarget]]], env: Mapping[str, str]
+) -> None:
+    """A deploy that will be refused (a cluster the operator did not name, a token that
+    would cross the network in plain text) stops the push before anything is built."""
+    from pachhook.pachyderm.connection import resolve_connection
+    from pachhook.repo.settings import Settings
+
+    settings = Settings.load(env, repo.root)
+    for _, planned, deploying in groups:
+        if deploying and planned.plan.deploys and planned.workspace is not None:
+            resolve_connection(planned.workspace.config, env, settings)
 
 
 def _job(group: PushGroup, target: PushTarget, remote: str, timeout: float) -> Job:

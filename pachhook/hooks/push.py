@@ -245,8 +245,10 @@ class DeployBranches:
         branch = update.branch
         return bool(self.remote and branch and matches(branch, self.patterns(configured)))
 
-    def why_not(self, update: RefUpdate, configured: tuple[str, ...] | None) -> str:
-        """One line for a ref that does not deploy."""
+    def why_not(
+        self, update: RefUpdate, configured: tuple[str, ...] | None, origin: str = ""
+    ) -> str:
+        """One line for a ref that does not deploy; `origin`: where `configured` was read."""
         done = "images pushed, no pipeline updated"
         if update.branch is None:
             return f"{update.remote_ref} is not a branch: {done}"
@@ -259,7 +261,9 @@ class DeployBranches:
                 f"[hooks] deploy_branches is not set: {done}"
             )
         where = (
-            "[hooks] deploy_branches" if configured is not None else "the remote's default branch"
+            (origin if origin and origin != "default" else "[hooks] deploy_branches")
+            if configured is not None
+            else "the remote's default branch"
         )
         return f"{update.branch} is not a deploy branch ({where}: {', '.join(patterns)}): {done}"
 

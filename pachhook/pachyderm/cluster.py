@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from pachhook.config import Config
 from pachhook.errors import InputError, PachhookError
@@ -22,6 +22,7 @@ from pachhook.pachyderm.connection import (
 )
 from pachhook.pachyderm.specs import Pipeline
 from pachhook.pachyderm.stored import Stored
+from pachhook.repo.settings import Settings
 
 DEFAULT_PROJECT = "default"
 
@@ -50,11 +51,44 @@ def client_errors() -> tuple[type[BaseException], ...]:
     return (grpc.RpcError, ConnectionError)
 
 
+class Deadlines(NamedTuple):
+    """Seconds each kind of wait may take: a connection (a host that drops packets would
+    otherwise take gRPC's 20 s per attempt), a call, and a transaction's finish (which
+    applies every pipeline of the run)."""
+
+    connect: float = 10.0
+    rpc: float = 30.0
+    transaction: float = 300.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Deadlines:
+        return cls(settings.connect_timeout, settings.rpc_timeout, settings.transaction_timeout)
+
+
+class TransactionLog(Protocol):
+    """Where a run writes down its transaction before sending anything into it, so that a
+    run killed inside it (its transaction left open on the cluster) is cleaned up next time."""
+
+    def opened(self, txn_id: str) -> None: ...
+
+    def closed(self, txn_id: str, how: str) -> None: ...
+
+    def abandoned(self) -> list[str]:
+        """Transactions opened by runs that ended without closing them."""
+
+
 class PachydermCluster:
     """The `Cluster` of the executor, over python-pachyderm."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        deadlines: Deadlines | None = None,
+        log: TransactionLog | None = None,
+    ) -> None:
         self.connection = connection
+        self.deadlines = deadlines or Deadlines()
+        self.log = log
         self._root_certs: bytes | None = None
         if connection.endpoint.tls:
             self._root_certs = _pem(connection.root_certs or system_root_certs())
@@ -69,9 +103,16 @@ class PachydermCluster:
         return self._made_client
 
     @classmethod
-    def connect(cls, config: Config, env: Mapping[str, str]) -> PachydermCluster:
+    def connect(
+        cls,
+        config: Config,
+        env: Mapping[str, str],
+        settings: Settings | None = None,
+        log: TransactionLog | None = None,
+    ) -> PachydermCluster:
         """No network traffic yet: pachd is first contacted by the first real call."""
-        return cls(resolve_connection(config, env))
+        settings = settings if settings is not None else Settings.from_env(env)
+        return cls(resolve_connection(config, env, settings), Deadlines.of(settings), log)
 
     def _new_client(self, transaction_id: str | None = None) -> Any:
         import python_pachyderm
@@ -89,6 +130,7 @@ class PachydermCluster:
         if self.connection.token is None and client.auth_token is not None:
             # The client falls back to $PACH_PYTHON_AUTH_TOKEN; only our sources count.
             client.auth_token = None
+        _bound(client, self.deadlines)
         return client
 
     # ---- reading
@@ -108,6 +150,8 @@ class PachydermCluster:
                 f"{endpoint.dial_host}:{endpoint.port}",
                 token=self.connection.token,
                 root_certs=self._root_certs,
+                timeout=self.deadlines.rpc,
+                connect_timeout=self.deadlines.connect,
             )
         except client_errors() as exc:
             raise self._failure(exc, "listing pipelines") from None
@@ -162,13 +206,18 @@ class PachydermCluster:
         """Create or update every spec in one transaction, in the given order; its id.
 
         Every spec is converted before the transaction starts, so a spec python-pachyderm
-        cannot read stops the run with nothing sent."""
+        cannot read stops the run with nothing sent. The transaction's id is written down
+        before anything is sent into it; one left open by a run that was killed is deleted
+        first."""
         requests = [(pipeline, to_request(pipeline, spec, reprocess)) for pipeline, spec in specs]
+        self._delete_abandoned()
         try:
             transaction = self._client.start_transaction()
         except client_errors() as exc:
             raise self._failure(exc, "starting a transaction") from None
         txn_id: str = transaction.id
+        if self.log is not None:
+            self.log.opened(txn_id)
         queue = self._new_client(transaction_id=txn_id)
         for pipeline, request in requests:
             try:
@@ -190,6 +239,8 @@ class PachydermCluster:
             raise self._failure(
                 exc, f"{what} (whether it was applied is unknown: check pachctl list pipeline)"
             ) from None
+        if self.log is not None:
+            self.log.closed(txn_id, "finished")
         return txn_id
 
     def delete(self, key: tuple[str, str]) -> None:
@@ -210,7 +261,23 @@ class PachydermCluster:
             self._client.delete_transaction(txn_id)
         except client_errors():
             return False
+        if self.log is not None:
+            self.log.closed(txn_id, "deleted")
         return True
+
+    def _delete_abandoned(self) -> None:
+        """Delete the transactions that killed runs left open (pachd keeps them forever).
+        Best effort: one that cannot be deleted now is tried again next time."""
+        if self.log is None:
+            return
+        for txn_id in self.log.abandoned():
+            try:
+                self._client.delete_transaction(txn_id)
+            except client_errors() as exc:
+                if _status(exc)[0] == "NOT_FOUND":
+                    self.log.closed(txn_id, "gone")  # finished (applied) or deleted already
+                continue
+            self.log.closed(txn_id, "deleted: left open by a run that ended inside it")
 
     # ---- errors
 
@@ -221,7 +288,13 @@ class PachydermCluster:
         code, details = _status(exc)
         where = f"pachd at {self.connection.endpoint.url} (from {self.connection.source})"
         tail = "; nothing was applied" if applied is False else ""
-        if code == "UNAVAILABLE":
+        if code == "UNAVAILABLE" and _connect_timed_out(details):
+            message = (
+                f"{where} accepted no connection within {self.deadlines.connect:g}s while "
+                f"{action}; check the address and that the cluster is up (the wait is "
+                f"PACHHOOK_CONNECT_TIMEOUT){tail}"
+            )
+        elif code == "UNAVAILABLE":
             hint = "check the address and that the cluster is up"
             lowered = details.lower()
             if self.connection.endpoint.tls and any(
@@ -235,8 +308,9 @@ class PachydermCluster:
             message = f"{where} is unreachable while {action}: {details}; {hint}{tail}"
         elif code == "UNAUTHENTICATED" or any(m in details for m in AUTH_MESSAGES):
             if self.connection.token is None:
+                why = f" ({self.connection.withheld})" if self.connection.withheld else ""
                 message = (
-                    f"{where} needs a token while {action} and none was found: set "
+                    f"{where} needs a token while {action} and none was sent{why}: set "
                     f"PACHYDERM_TOKEN or log in with pachctl auth login{tail}"
                 )
             else:
@@ -257,7 +331,13 @@ class PachydermCluster:
                 f"port (pachd's gRPC port, {DEFAULT_PORT} unless changed){tail}"
             )
         elif code == "DEADLINE_EXCEEDED":
-            message = f"{where} timed out while {action}: {details}; retry{tail}"
+            finishing = action.startswith("finishing transaction")
+            seconds = self.deadlines.transaction if finishing else self.deadlines.rpc
+            setting = "PACHHOOK_TRANSACTION_TIMEOUT" if finishing else "PACHHOOK_RPC_TIMEOUT"
+            message = (
+                f"{where} did not answer within {seconds:g}s while {action}; check that the "
+                f"cluster is healthy and run again (the wait is {setting}){tail}"
+            )
         else:
             message = f"{where} failed {action}: {details}{tail}"
         return PachhookError(self._scrub(message))
@@ -267,6 +347,80 @@ class PachydermCluster:
         if token:
             text = text.replace(token, "***")
         return " ".join(text.split())
+
+
+_CONNECT_TIMEOUTS = (
+    "connect() timed out",
+    "before receiving settings frame",
+    "handshaker shutdown",
+    "timeout occurred",
+)
+
+
+def _connect_timed_out(details: str) -> bool:
+    lowered = details.lower()
+    return any(text.lower() in lowered for text in _CONNECT_TIMEOUTS)
+
+
+def _bound(client: Any, deadlines: Deadlines) -> None:
+    """Give every call of `client` a deadline, and its connection attempts one too.
+
+    python-pachyderm 7.6 passes no timeout and makes its stubs from `client._channel` (its
+    own token and transaction setters replace that channel the same way): a pachd that
+    accepts a call and never answers would otherwise hold a run, and its lock, forever."""
+    import grpc
+    import python_pachyderm.client as pp_client
+    from python_pachyderm.service import GRPC_CHANNEL_OPTIONS
+
+    options = [
+        *GRPC_CHANNEL_OPTIONS,
+        # gRPC waits max(this, the backoff) for one connection attempt: 20 s by default.
+        ("grpc.min_reconnect_backoff_ms", max(1, int(deadlines.connect * 1000))),
+    ]
+    if client.root_certs:
+        credentials = grpc.ssl_channel_credentials(root_certificates=client.root_certs)
+        channel = grpc.secure_channel(client.address, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(client.address, options=options)
+    timed = grpc.intercept_channel(channel, _deadline_interceptor(deadlines))
+    client._channel = pp_client._apply_metadata_interceptor(timed, client._metadata)
+    super(pp_client.Client, client).__init__()  # the mixins make their stubs again
+
+
+def _deadline_interceptor(deadlines: Deadlines) -> Any:
+    import grpc
+
+    class CallDetails(NamedTuple):
+        method: str
+        timeout: float | None
+        metadata: Any
+        credentials: Any
+        wait_for_ready: Any
+        compression: Any
+
+    class Deadline(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+        def _with_deadline(self, details: Any) -> Any:
+            if details.timeout is not None:
+                return details
+            method = details.method
+            text = method.decode() if isinstance(method, bytes) else str(method)
+            long = text.endswith("/FinishTransaction")
+            return CallDetails(
+                method,
+                deadlines.transaction if long else deadlines.rpc,
+                details.metadata,
+                details.credentials,
+                getattr(details, "wait_for_ready", None),
+                getattr(details, "compression", None),
+            )
+
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            return continuation(self._with_deadline(details), request)
+
+        def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+            return continuation(self._with_deadline(details), request)
+
+    return Deadline()
 
 
 def _status(exc: BaseException) -> tuple[str, str]:

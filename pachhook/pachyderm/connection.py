@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 from pachhook.config import Config
 from pachhook.errors import InputError, PachhookError
+from pachhook.repo.settings import Settings
 
 DEFAULT_PORT = 30650  # pachctl's default for every scheme (grpcutil.DefaultPachdNodePort)
 SCHEMES = ("grpc", "grpcs", "http", "https")
@@ -29,8 +31,8 @@ PACHCTL_IN_CLUSTER_CONFIG = Path("/pachctl/config.json")
 PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 
 SETUP_HINT = (
-    "set [pachyderm] address in pachhook.toml or PACHYDERM_CLUSTER_URL, "
-    "or point pachctl at the cluster (pachctl config set active-context ...)"
+    "set PACHYDERM_CLUSTER_URL, or point pachctl at the cluster "
+    "(pachctl config set active-context ...)"
 )
 
 
@@ -193,67 +195,153 @@ class Connection:
     token: str | None = field(repr=False)
     token_source: str | None
     root_certs: bytes | None = field(default=None, repr=False)  # PEM; None: the system's
+    withheld: str | None = None  # why a token the operator gave was not sent, for messages
 
 
-def resolve_connection(config: Config, env: Mapping[str, str]) -> Connection:
-    """The address from the configuration, else PACHYDERM_CLUSTER_URL, else pachctl's
-    active context; the token from PACHYDERM_TOKEN, else that context's session token.
+@dataclass(frozen=True)
+class _Operator:
+    """The operator's cluster: PACHYDERM_CLUSTER_URL, else pachctl's active context."""
 
-    A pachctl context lends its token and certificates only to its own address:
-    pachhook never sends a session token to a server it was not issued for."""
-    address = config.pachyderm.address
-    env_token = env.get("PACHYDERM_TOKEN") or None
-    if address:
-        if env.get("PACHYDERM_CLUSTER_URL") == address:
-            source = "PACHYDERM_CLUSTER_URL"
-        else:
-            source = f"{config.path or 'the configuration'}: [pachyderm] address"
-        endpoint = parse_address(address, source)
+    endpoint: Endpoint
+    source: str
+    context: PachctlContext | None
+
+
+def _operator(env: Mapping[str, str], contexts: _Contexts) -> _Operator | None:
+    url = env.get("PACHYDERM_CLUSTER_URL", "")
+    if url.strip():
+        return _Operator(parse_address(url, "PACHYDERM_CLUSTER_URL"), "PACHYDERM_CLUSTER_URL", None)
+    path, active, found = contexts.get()
+    if not active:
+        return None
+    if active not in found:
+        raise InputError(
+            f"{path}: pachctl's active context {active!r} does not exist; {SETUP_HINT}"
+        )
+    context = _context(active, found[active], path)
+    if context.endpoint is None:
+        raise InputError(
+            f"{path}: pachctl context {active!r} has no pachd_address "
+            f"(pachctl would port-forward, which pachhook does not do); {SETUP_HINT}"
+        )
+    return _Operator(context.endpoint, f"pachctl context {active!r} in {path}", context)
+
+
+class _Contexts:
+    """pachctl's contexts, read once and only when needed."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self._found: tuple[Path, str | None, dict[str, dict[str, Any]]] | None = None
+
+    def get(self) -> tuple[Path, str | None, dict[str, dict[str, Any]]]:
+        if self._found is None:
+            self._found = pachctl_contexts(self.env)
+        return self._found
+
+    def for_endpoint(self, endpoint: Endpoint) -> PachctlContext | None:
+        """The context for `endpoint` (the active one first); a context lends its token and
+        certificates only to its own address. A broken pachctl config lends nothing."""
         try:
-            path, active, contexts = pachctl_contexts(env)
+            path, active, found = self.get()
         except InputError:
-            if not env_token:
-                raise
-            path, active, contexts = Path(), None, {}  # pachctl's config is not needed at all
-        context = None
-        # The active context first, then any other context for the same cluster.
-        for name in sorted(contexts, key=lambda n: (n != active, n)):
+            return None
+        for name in sorted(found, key=lambda n: (n != active, n)):
             try:
-                candidate = _context(name, contexts[name], path)
+                candidate = _context(name, found[name], path)
             except InputError:
                 continue
             if candidate.endpoint == endpoint:
-                context = candidate
-                break
-    else:
-        path, active, contexts = pachctl_contexts(env)
-        if not active:
+                return candidate
+        return None
+
+
+def resolve_connection(
+    config: Config, env: Mapping[str, str], settings: Settings | None = None
+) -> Connection:
+    """The operator's cluster (PACHYDERM_CLUSTER_URL, else pachctl's active context), and
+    the token for it: PACHYDERM_TOKEN, else the session token of pachctl's context for it.
+
+    The repository does not choose where the token goes: a `[pachyderm] address` in the
+    configuration must name the operator's cluster, unless the operator allows it to
+    choose (PACHHOOK_ALLOW_CONFIG_ADDRESS); even then PACHYDERM_TOKEN stays with the
+    operator's cluster, and only a pachctl context made for that address lends its own.
+    A token is never sent in plain text beyond loopback unless the operator allows it."""
+    settings = settings if settings is not None else Settings.from_env(env)
+    contexts = _Contexts(env)
+    configured = config.pachyderm.address
+    env_token = env.get("PACHYDERM_TOKEN") or None
+    if configured is None:
+        operator = _operator(env, contexts)
+        if operator is None:
             raise InputError(f"no Pachyderm cluster is configured: {SETUP_HINT}")
-        if active not in contexts:
-            raise InputError(
-                f"{path}: pachctl's active context {active!r} does not exist; {SETUP_HINT}"
-            )
-        context = _context(active, contexts[active], path)
-        if context.endpoint is None:
-            raise InputError(
-                f"{path}: pachctl context {active!r} has no pachd_address "
-                f"(pachctl would port-forward, which pachhook does not do); {SETUP_HINT}"
-            )
-        endpoint = context.endpoint
-        source = f"pachctl context {active!r} in {path}"
-    if env_token:
+        endpoint, source = operator.endpoint, operator.source
+    else:
+        source = f"{config.path or 'the configuration'}: [pachyderm] address"
+        endpoint = parse_address(configured, source)
+        if env.get("PACHYDERM_CLUSTER_URL", "").strip():
+            operator = _operator(env, contexts)
+        else:
+            try:
+                operator = _operator(env, contexts)
+            except InputError:
+                operator = None  # a broken pachctl config names no cluster of the operator's
+        if operator is not None and operator.endpoint == endpoint:
+            source = operator.source
+        elif not settings.allow_config_address:
+            raise InputError(_foreign_address(source, endpoint, operator, settings))
+    mine = operator is not None and operator.endpoint == endpoint
+    context = (operator.context if mine and operator else None) or contexts.for_endpoint(endpoint)
+    token, token_source, withheld = None, None, None
+    if env_token and mine:
         token, token_source = env_token, "PACHYDERM_TOKEN"
     elif context is not None and context.session_token:
         token, token_source = context.session_token, f"pachctl context {context.name!r}"
-    else:
-        token, token_source = None, None
+    if env_token and not mine:
+        withheld = (
+            "PACHYDERM_TOKEN was not sent: it goes only to the operator's cluster "
+            "(PACHYDERM_CLUSTER_URL, else pachctl's active context)"
+        )
+    plain = token is not None and not endpoint.tls and not is_loopback(endpoint.host)
+    if plain and not settings.allow_plaintext_token:
+        raise InputError(
+            f"{source}: {endpoint.url} is plain grpc:// beyond this machine, and the token "
+            f"from {token_source} would cross the network unencrypted; use grpcs://, or "
+            f"allow it with {settings.how_to_set('allow_plaintext_token', 'true')}"
+        )
     return Connection(
         endpoint=endpoint,
         source=source,
         token=token,
         token_source=token_source,
         root_certs=context.server_cas if context is not None else None,
+        withheld=withheld,
     )
+
+
+def _foreign_address(
+    source: str, endpoint: Endpoint, operator: _Operator | None, settings: Settings
+) -> str:
+    theirs = (
+        f"the operator's cluster is {operator.endpoint.url} (from {operator.source})"
+        if operator is not None
+        else "the operator names no cluster (no PACHYDERM_CLUSTER_URL, no active pachctl context)"
+    )
+    return (
+        f"{source}: {endpoint.url} is chosen by the repository, and {theirs}; pachhook deploys "
+        "only where the operator points it: set PACHYDERM_CLUSTER_URL to this address, or let "
+        f"the repository choose with {settings.how_to_set('allow_config_address', 'true')}"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """A host name or address that never leaves this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def system_root_certs() -> bytes:

@@ -37,12 +37,23 @@ class WireError(ValueError):
     """An answer that is not a PipelineInfo."""
 
 
-def list_pipelines(target: str, *, token: str | None, root_certs: bytes | None) -> list[Stored]:
-    """`target`: host:port; `root_certs`: PEM roots for TLS, None for plain gRPC. Raises
+def list_pipelines(
+    target: str,
+    *,
+    token: str | None,
+    root_certs: bytes | None,
+    timeout: float = READ_TIMEOUT,
+    connect_timeout: float | None = None,
+) -> list[Stored]:
+    """`target`: host:port; `root_certs`: PEM roots for TLS, None for plain gRPC;
+    `timeout`: the call's deadline, `connect_timeout`: one connection attempt's. Raises
     grpc.RpcError as the client would."""
     import grpc
 
-    options = [("grpc.max_receive_message_length", 20 * 1024 * 1024)]
+    options: list[tuple[str, int]] = [("grpc.max_receive_message_length", 20 * 1024 * 1024)]
+    if connect_timeout is not None:
+        # gRPC waits max(this, the backoff) for one connection attempt: 20 s by default.
+        options.append(("grpc.min_reconnect_backoff_ms", max(1, int(connect_timeout * 1000))))
     channel = (
         grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certs), options=options)
         if root_certs is not None
@@ -55,7 +66,7 @@ def list_pipelines(target: str, *, token: str | None, root_certs: bytes | None) 
             response_deserializer=decode_pipeline_info,
         )
         metadata = [(AUTH_HEADER, token)] if token else None
-        return list(call(REQUEST, metadata=metadata, timeout=READ_TIMEOUT))
+        return list(call(REQUEST, metadata=metadata, timeout=timeout))
 
 
 def decode_pipeline_info(data: bytes) -> Stored:

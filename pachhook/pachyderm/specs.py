@@ -8,7 +8,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from pachhook import globs
-from pachhook.config import Config, normalize_repository
+from pachhook.config import Config, normalize_repository, reference_problem
 from pachhook.errors import InputError, located
 
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
@@ -111,12 +111,21 @@ def input_repos(node: Any, project: str) -> Iterator[tuple[str, str]]:
                 yield from input_repos(child, project)
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec file larger than this is refused (specs are a few KiB)
+MAX_NODES = 100_000  # values in one document once YAML aliases are expanded
+MAX_DEPTH = 64  # levels of nesting in one document (real specs use under ten)
+JSON_TYPES = (str, int, float, bool, type(None), list, dict)
+
+
 def _documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
     """(line, document) for each document of a JSON or YAML file."""
     if path.endswith(".json"):
-        yield from _json_documents(path, text)
+        documents = _json_documents(path, text)
     else:
-        yield from _yaml_documents(path, text)
+        documents = _yaml_documents(path, text)
+    for line, doc in documents:
+        _check_shape(path, line, doc)
+        yield line, doc
 
 
 _DOCUMENT_MARKER = re.compile(r"^---[ \t]*(?:#.*)?\r?$", re.M)
@@ -136,26 +145,47 @@ def _json_values(path: str, text: str, pos: int, stop: int) -> Iterator[tuple[in
     import json
 
     # pachctl reads a stream of JSON values: one object, an array, or several objects in a row.
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=_unique_keys)
     text = text[:stop]
     while True:
         while pos < len(text) and text[pos].isspace():
             pos += 1
         if pos >= len(text):
             return
+        line = text.count("\n", 0, pos) + 1
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"{located(path, exc.lineno)}: not valid JSON ({exc.msg}, column {exc.colno}); fix the spec"
             ) from None
-        line = text.count("\n", 0, pos) + 1
+        except _DuplicateKey as exc:
+            raise InputError(
+                f"{located(path, line)}: the key {exc.key!r} appears twice in one object; keep one"
+            ) from None
+        except RecursionError:
+            raise InputError(_too_deep(path, line)) from None
         if isinstance(value, list):
             for item in value:
                 yield line, item
         else:
             yield line, value
         pos = end
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _yaml_documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
@@ -166,7 +196,9 @@ def _yaml_documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
         for node in yaml.compose_all(text, Loader=loader):
             if node is None:
                 continue
-            yield node.start_mark.line + 1, _construct(node, loader)
+            line = node.start_mark.line + 1
+            _check_nodes(path, node)
+            yield line, _construct(node, loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -175,6 +207,100 @@ def _yaml_documents(path: str, text: str) -> Iterator[tuple[int, Any]]:
         ) from None
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({exc}); fix the spec") from None
+    except RecursionError:
+        raise InputError(_too_deep(path, None)) from None
+
+
+def _check_nodes(path: str, root: Any) -> None:
+    """Before a YAML document is built: its size with every alias expanded is bounded (a
+    few hundred bytes of nested aliases would otherwise expand to gigabytes), no alias
+    contains itself, and no mapping names a key twice."""
+    import yaml
+
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            if size[key] > MAX_NODES:
+                raise InputError(
+                    f"{located(path, node.start_mark.line + 1)}: this document expands to more "
+                    f"than {MAX_NODES} values through its aliases (&anchor/*alias); write the "
+                    "spec out without nesting aliases"
+                )
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise InputError(
+                f"{located(path, node.start_mark.line + 1)}: an alias refers to a value that "
+                "contains it; a spec cannot be infinite"
+            )
+        if isinstance(node, yaml.MappingNode):
+            _check_keys(path, node)
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in size)
+
+
+def _children(node: Any) -> list[Any]:
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def _check_keys(path: str, node: Any) -> None:
+    import yaml
+
+    seen: set[tuple[str, str]] = set()
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        if (key.tag, key.value) in seen:
+            raise InputError(
+                f"{located(path, key.start_mark.line + 1)}: the key {key.value!r} appears twice "
+                "in one mapping; keep one"
+            )
+        seen.add((key.tag, key.value))
+
+
+def _check_shape(path: str, line: int, doc: Any) -> None:
+    """A document is JSON data (strings as keys, JSON values), at most MAX_DEPTH deep."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(_too_deep(path, line))
+        if not isinstance(value, JSON_TYPES):
+            raise InputError(
+                f"{located(path, line)}: holds a {type(value).__name__} value, which a pipeline "
+                "spec cannot hold; quote it to make it a string"
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InputError(
+                        f"{located(path, line)}: the key {key!r} is not a string; quote it"
+                    )
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+
+
+def _too_deep(path: str, line: int | None) -> str:
+    return (
+        f"{located(path, line)}: nested more than {MAX_DEPTH} levels deep, which no pipeline "
+        "spec needs; flatten it"
+    )
 
 
 def _construct(node: Any, loader: Any) -> Any:
@@ -193,6 +319,11 @@ def parse_file(path: str, data: bytes, default_project: str, *, strict: bool) ->
 
 @lru_cache(maxsize=4096)
 def _parse_file(path: str, data: bytes, default_project: str, strict: bool) -> tuple[Pipeline, ...]:
+    if len(data) > MAX_SPEC_BYTES:
+        raise InputError(
+            f"{path}: {len(data)} bytes, more than a pipeline spec file may hold "
+            f"({MAX_SPEC_BYTES}); split it, or leave it out of [pipelines] include"
+        )
     text = data.decode("utf-8", errors="replace")
     pipelines = []
     for line, doc in _documents(path, text):
@@ -208,13 +339,26 @@ def _parse_file(path: str, data: bytes, default_project: str, strict: bool) -> t
 
 
 def _pipeline(where: str, path: str, line: int | None, doc: Any, default_project: str) -> Pipeline:
+    """One spec document as a pipeline, refused here where pachd would refuse it."""
+    name = field(doc, "pipeline", "name")
     project = field(doc, "pipeline", "project", "name") or default_project
+    if not isinstance(project, str):
+        raise InputError(f"{where}: pipeline.project.name must be a string, not {project!r}")
+    problem = pipeline_name_problem(name, project)
+    if problem:
+        raise InputError(f"{where}: pipeline {name!r}: {problem}; rename it")
+    problem = project_name_problem(project)
+    if problem:
+        raise InputError(f"{where}: project {project!r}: {problem}; fix pipeline.project.name")
     image = field(doc, "transform", "image")
     if image is not None and not isinstance(image, str):
         raise InputError(f"{where}: transform.image must be a string")
+    problem = reference_problem(image) if image else None
+    if problem:
+        raise InputError(f"{where}: transform.image {image!r} is no image reference: {problem}")
     return Pipeline(
         project=project,
-        name=field(doc, "pipeline", "name"),
+        name=name,
         spec_file=path,
         line=line,
         image=image,
@@ -243,6 +387,47 @@ def parse_documents(
         found = _pipeline(which, template, None, doc, default_project)
         pipelines.append(found._replace(origin=origin, made_from=made_from))
     return pipelines
+
+
+# pachd's rules for names (pps/server/api_server.go, ancestry.ValidateName): letters,
+# digits, '_' and '-', starting with a letter or digit; a pipeline's Kubernetes name
+# (project-pipeline-v<version>) must fit in a DNS label.
+NAME_CHARACTERS = re.compile(r"[a-zA-Z0-9_-]+")
+MAX_PIPELINE_NAME = 51
+MAX_PROJECT_NAME = 51
+DNS_LABEL = 63
+
+
+def pipeline_name_problem(name: str, project: str) -> str | None:
+    """What pachd would refuse in a pipeline's name; None when nothing."""
+    if not name:
+        return "a pipeline needs a name"
+    if not NAME_CHARACTERS.fullmatch(name):
+        return "only letters, digits, '_' and '-' are allowed (no '/', '.' or blanks)"
+    if not name[0].isalnum():
+        return "it must start with a letter or a digit"
+    if len(name) > MAX_PIPELINE_NAME:
+        return f"{len(name)} characters, more than pachd's {MAX_PIPELINE_NAME}"
+    kubernetes = f"{project.replace('_', '-')}-{name.replace('_', '-')}-v99".lower()
+    if len(kubernetes) > DNS_LABEL:
+        return (
+            f"with project {project!r} its Kubernetes name {kubernetes!r} is longer than "
+            f"{DNS_LABEL} characters"
+        )
+    return None
+
+
+def project_name_problem(project: str) -> str | None:
+    """What pachd would refuse in a project's name; None when nothing."""
+    if project == "default":
+        return None
+    if not project or not NAME_CHARACTERS.fullmatch(project):
+        return "only letters, digits, '_' and '-' are allowed (no '/', '.' or blanks)"
+    if not project[0].isalnum():
+        return "it must start with a letter or a digit"
+    if len(project) > MAX_PROJECT_NAME:
+        return f"{len(project)} characters, more than pachd's {MAX_PROJECT_NAME}"
+    return None
 
 
 def is_spec_candidate(path: str, config: Config) -> bool:

@@ -369,7 +369,9 @@ def discover_config(repo: Repo, env: Mapping[str, str]) -> tuple[str, list[str]]
         "jobs = 2",
         "",
         "[pachyderm]",
-        '# address = "grpcs://pachd.example.com:443"  # else PACHYDERM_CLUSTER_URL, else pachctl\'s context',
+        "# The cluster is PACHYDERM_CLUSTER_URL, else pachctl's context; an address here",
+        "# must name that same cluster (see the README's Security model).",
+        '# address = "grpcs://pachd.example.com:443"',
         'project = "default"',
         "reprocess = false",
     ]

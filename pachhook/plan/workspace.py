@@ -13,8 +13,16 @@ from pachhook.config import Config, ImageConfig, load
 from pachhook.docker import buildkit
 from pachhook.docker import inputs as dockerfile
 from pachhook.docker.digest import ImageState, digest_tag, input_digest
-from pachhook.errors import InputError, Problems
-from pachhook.pachyderm.specs import Pipeline, is_spec_candidate, maybe_spec, parse_file
+from pachhook.docker.parse import unbuildable
+from pachhook.errors import InputError, Problems, located
+from pachhook.pachyderm.specs import (
+    MAX_SPEC_BYTES,
+    Pipeline,
+    is_spec_candidate,
+    maybe_spec,
+    parse_file,
+    project_name_problem,
+)
 from pachhook.repo.source import Source, WorkingTreeSource
 
 MISSING_SOURCE = "does not exist in the build context"  # inputs.py's words for it
@@ -52,6 +60,40 @@ class Workspace:
 
 def config_of(source: Source, env: Mapping[str, str]) -> Config:
     return load(source.read, env)
+
+
+def check_config(config: Config) -> None:
+    """What the configuration says that pachd or a connection would refuse, found before
+    any work: the address's syntax and scheme, the default project's name."""
+    where = config.path or "(environment)"
+    if config.pachyderm.address:
+        from pachhook.pachyderm.connection import parse_address
+
+        parse_address(config.pachyderm.address, f"{where}: [pachyderm] address")
+    problem = project_name_problem(config.pachyderm.project)
+    if problem:
+        raise InputError(
+            f"{where}: [pachyderm] project {config.pachyderm.project!r}: {problem}; fix it"
+        )
+
+
+def check_unmerged(source: Source, config: Config) -> None:
+    """A file in a merge conflict is never built from nor deployed: its content holds both
+    sides and the conflict markers."""
+    unmerged = source.unmerged
+    if not unmerged:
+        return
+    contexts = ["" if i.context == "." else i.context + "/" for i in config.images]
+    for path in sorted(unmerged):
+        if (
+            any(path.startswith(c) for c in contexts)
+            or path in {i.dockerfile_path for i in config.images}
+            or is_spec_candidate(path, config)
+            or path == config.path
+        ):
+            raise InputError(
+                f"{path}: in a merge conflict; resolve it and git add it, then run again"
+            )
 
 
 def _check_image(image: ImageConfig, index: int, config: Config, source: Source) -> None:
@@ -109,6 +151,9 @@ def _builder(image: ImageConfig, config: Config, index: int, env: Mapping[str, s
 
 
 def _analysis(image: ImageConfig, source: Source, builder: str) -> _Analyzed:
+    problem = unbuildable(source.read(image.dockerfile_path) or b"", image.dockerfile_path)
+    if problem:
+        raise InputError(f"{located(image.dockerfile_path, problem[0])}: {problem[1]}")
     paths = source.paths
     outside_git: tuple[str, ...] = ()
     try:
@@ -203,8 +248,8 @@ def pipelines_at(
     found: list[Pipeline] = []
     for path in candidates:
         data = source.read(path)
-        if data is None or (not strict and not maybe_spec(data)):
-            continue
+        if data is None or (not strict and not (len(data) <= MAX_SPEC_BYTES and maybe_spec(data))):
+            continue  # discovery passes over data files, however large
         try:
             found.extend(parse_file(path, data, config.pachyderm.project, strict=strict))
         except InputError as exc:
@@ -287,6 +332,10 @@ def load_workspace(
     `on_images`: told the images before the specs are read."""
     config = config or config_of(source, env)
     problems = Problems()
+    with problems.gather():
+        check_config(config)
+    with problems.gather():
+        check_unmerged(source, config)
     analyzed: list[tuple[ImageConfig, _Analyzed]] = []
     broken: list[BrokenImage] = []
     for index, image in enumerate(config.images):
@@ -296,7 +345,9 @@ def load_workspace(
             try:
                 analyzed.append((image, _analysis(image, source, builder)))
             except InputError as exc:
-                # One image that cannot be built does not stop the others.
+                if MISSING_SOURCE not in exc.message:
+                    raise  # a Dockerfile its builder refuses is bad input, as a bad config is
+                # One image that cannot be built from this source does not stop the others.
                 broken.append(BrokenImage(image, exc.message))
     # The checkout rules of every input in one batch, before any digest asks for one.
     source.checkout_rules(sorted({p for _, found in analyzed for p in found.analysis.inputs}))

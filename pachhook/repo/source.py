@@ -146,6 +146,11 @@ class Source(ABC):
     def close(self) -> None:  # noqa: B027 - most sources hold nothing to release
         """Release any helper process."""
 
+    @property
+    def unmerged(self) -> frozenset[str]:
+        """Files in a merge conflict (only a working tree can hold them)."""
+        return frozenset()
+
 
 class CommitSource(Source):
     def __init__(self, repo: git.Repo, commit: str) -> None:
@@ -200,17 +205,27 @@ class WorkingTreeSource(Source):
         self.commit = repo.head()
         self.label = "working tree"
         self._hashed: dict[str, Entry] = {}
+        self._unmerged: frozenset[str] = frozenset()
 
     @cached_property
     def _index(self) -> dict[str, Entry]:
         """Mode and blob id of every file in git's index (gitlinks left out)."""
         out = {}
+        conflicted = set()
         for record in git.zsplit(self.repo.git("ls-files", "-z", "--stage")):
             meta, path = record.split("\t", 1)
-            mode, oid, _stage = meta.split(" ")
+            mode, oid, stage = meta.split(" ")
+            if stage != "0":
+                conflicted.add(path)
             if mode != "160000":
                 out[path] = Entry(mode, oid)
+        self._unmerged = frozenset(conflicted)
         return out
+
+    @property
+    def unmerged(self) -> frozenset[str]:
+        self._index  # noqa: B018 - listing the index finds them
+        return self._unmerged
 
     @cached_property
     def _worktree_status(self) -> dict[str, str]:

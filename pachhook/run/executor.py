@@ -156,6 +156,10 @@ class Cluster(Protocol):
 Progress = Callable[[str], None]
 
 
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 def execute(
     planned: Planned,
     options: RunOptions,
@@ -165,13 +169,14 @@ def execute(
     cluster: Callable[[], Cluster],
     progress: Progress = lambda line: None,
     repository: str = "",
+    run_id: str | None = None,
 ) -> RunRecord:
     """`repository`: this repository, as the annotations of applied pipelines name it."""
     started = time.time()
     plan = planned.plan
     source = planned.resolved.source
     record = RunRecord(
-        id=uuid.uuid4().hex[:12],
+        id=run_id or new_run_id(),
         started=started,
         finished=started,
         trigger=trigger,

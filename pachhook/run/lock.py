@@ -68,8 +68,9 @@ def run_lock(
                 except BlockingIOError:
                     if deadline is not None and time.monotonic() > deadline:
                         raise PachhookError(
-                            f"gave up after {timeout:.0f}s waiting for {describe(_read(fd))}; "
-                            "try again when it is done (pachhook status shows it)"
+                            f"gave up after {timeout:g}s waiting for {describe(_read(fd))}; "
+                            "try again when it is done (pachhook status shows it), or wait "
+                            "longer with PACHHOOK_LOCK_TIMEOUT"
                         ) from None
                     time.sleep(0.1)
         os.ftruncate(fd, 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -21,6 +20,7 @@ from pachhook.plan.planner import (
     Reason,
     Removed,
 )
+from pachhook.run.ledger import process_alive
 
 if TYPE_CHECKING:
     from pachhook.run.executor import RunRecord
@@ -204,72 +204,160 @@ def outcome_line(record: RunRecord) -> str:
 # be in the ledger, so none of them is assumed.
 _TIME_FIELDS = ("started", "time", "created", "updated", "at")
 _SHOWN_ELSEWHERE = frozenset(
-    {"kind", "state", "trigger", "commit", "error", "finished", "id", *_TIME_FIELDS}
+    {"kind", "state", "trigger", "commit", "error", "finished", "id", "by_hand", *_TIME_FIELDS}
 )
+LIVE = ("pending", "waiting", "running")  # states a process is still working on
+REDO = ("interrupted", "failed", "rejected", "timeout")  # states that want the by-hand command
+PENDING_GRACE = 60.0  # seconds past its timeout a post-push deploy may take to start waiting
 
 
 def _when(entry: dict[str, Any]) -> str:
     for name in _TIME_FIELDS:
+        value = _number(entry.get(name))
+        if value is not None:
+            try:
+                return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+            except (OverflowError, OSError, ValueError):
+                return "(a time out of range)"
         value = entry.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
         if isinstance(value, str) and value:
             return value
     return "(no time)"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+        return float(value)
+    return None
+
+
+def _moment(entry: dict[str, Any]) -> float:
+    for name in ("finished", *_TIME_FIELDS):
+        value = _number(entry.get(name))
+        if value is not None:
+            return value
+    return 0.0
 
 
 def _short(commit: Any) -> str:
     return commit[:12] if isinstance(commit, str) and len(commit) == 40 else str(commit)
 
 
-def pending_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Entries whose latest state (per kind and id) is still "pending", or "running" in a
-    process that is still alive, oldest first."""
-    latest: dict[tuple[Any, Any], dict[str, Any]] = {}
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _key(entry: dict[str, Any]) -> tuple[str, str]:
+    return (str(entry.get("kind")), str(entry.get("id")))
+
+
+def state_of(entry: dict[str, Any], now: float | None = None) -> str:
+    """An entry's state as it stands: a process that is gone without writing its last
+    state was interrupted (killed outright, or the machine went down)."""
+    state = str(entry.get("state"))
+    if state in ("running", "waiting"):
+        if entry.get("kind") == "watch":
+            return state if _alive(entry) else "ended"
+        return state if _alive(entry) else "interrupted"
+    if state == "pending" and entry.get("kind") == "post-push":
+        timeout = _number(entry.get("timeout")) or 120.0
+        now = time.time() if now is None else now
+        if now > _moment(entry) + timeout + PENDING_GRACE:
+            return "interrupted"  # its process never started waiting, or was killed first
+    return state
+
+
+def latest(entries: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest entry with a state of every (kind, id)."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
     for entry in entries:
         if "state" in entry:
-            latest[(entry.get("kind"), entry.get("id"))] = entry
+            found[_key(entry)] = entry
+    return found
+
+
+def _deployed(entry: dict[str, Any]) -> bool:
+    """A run that deployed its commit: no error, and no pipeline left unapplied."""
+    if entry.get("kind") == "post-push":
+        return entry.get("state") == "done"
+    if entry.get("kind") != "run" or entry.get("error") or entry.get("state") == "running":
+        return False
+    if "finished" not in entry:
+        return False
+    return all(p.get("status") != "not applied" for p in _dicts(entry.get("pipelines")))
+
+
+def superseded_by(entry: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A later run or post-push deploy that deployed the same commit (for a run of the
+    working tree: the same commit's working tree), if any."""
+    commit = entry.get("commit")
+    if not commit or entry.get("kind") not in ("post-push", "run"):
+        return None
+    working_tree = entry.get("source") == "working tree"
+    after = _moment(entry)
+    for other in reversed(entries):
+        if other is entry or _moment(other) < after or _key(other) == _key(entry):
+            continue
+        if working_tree and other.get("source") != "working tree":
+            continue
+        if other.get("commit") == commit and _deployed(other):
+            return other
+    return None
+
+
+def pending_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries whose latest state is still being worked on by a process that lives (or a
+    post-push deploy still within its time), oldest first."""
+    return [e for e in latest(entries).values() if state_of(e) in LIVE]
+
+
+def interrupted_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs and post-push deploys whose process is gone without saying how they ended,
+    and that no later deploy of the same commit has made up for; oldest first."""
     return [
         e
-        for e in latest.values()
-        if e.get("state") == "pending" or (e.get("state") == "running" and _alive(e))
+        for e in latest(entries).values()
+        if state_of(e) == "interrupted" and superseded_by(e, entries) is None
     ]
 
 
 def _alive(entry: dict[str, Any]) -> bool:
-    """The entry's process still runs. A process killed outright (SIGKILL, a reboot) never
-    writes its last state, so its "running" must not be believed forever."""
-    pid = entry.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone else's process: it exists
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"pachhook" in handle.read()  # not a reused pid
-    except OSError:
-        return True
+    return process_alive(entry.get("pid"))
 
 
-def status_lines(entries: list[dict[str, Any]], pending: list[dict[str, Any]]) -> list[str]:
-    """Ledger entries (newest first) for people: one header line each, then details."""
+def status_lines(
+    entries: list[dict[str, Any]],
+    pending: list[dict[str, Any]],
+    everything: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """Ledger entries (newest first) for people: one header line each, then details.
+    `everything`: the whole ledger, to tell what later entries resolved."""
+    everything = entries if everything is None else everything
+    newest = latest(everything)
     lines = []
     for entry in pending:
-        state = "running" if entry.get("state") == "running" else "pending"
+        state = state_of(entry)
         lines.append(
             f"{state}: {entry.get('kind', 'entry')} {entry.get('id', '')}"
-            + (f" (pid {entry['pid']})" if state == "running" else "")
+            + (f" (pid {entry.get('pid')})" if state != "pending" else "")
             + f" since {_when(entry)}"
             + (f" (commit {_short(entry['commit'])})" if entry.get("commit") else "")
         )
-    if pending:
+    for entry in interrupted_entries(everything):
+        lines.append(
+            f"interrupted: {entry.get('kind', 'entry')} {entry.get('id', '')}"
+            + (f" (commit {_short(entry['commit'])})" if entry.get("commit") else "")
+            + (f"; to redo it: {entry['by_hand']}" if isinstance(entry.get("by_hand"), str) else "")
+        )
+    if lines:
         lines.append("")
     for entry in entries:
-        lines.extend(_run_lines(entry) if entry.get("kind") == "run" else _entry_lines(entry))
+        if entry.get("state") == "running" and newest.get(_key(entry)) is not entry:
+            continue  # its final entry says how it ended
+        if entry.get("kind") == "run" and "finished" in entry:
+            lines.extend(_run_lines(entry))
+        else:
+            lines.extend(_entry_lines(entry, everything))
     return lines
 
 
@@ -277,10 +365,14 @@ def _header(entry: dict[str, Any]) -> str:
     parts = [_when(entry), str(entry.get("kind", "entry"))]
     if entry.get("trigger"):
         parts[-1] += f" ({entry['trigger']})"
-    if "state" in entry:
-        parts.append(f"state {entry['state']}")
-        if entry["state"] == "running" and entry.get("pid") and not _alive(entry):
-            parts[-1] += f" (pid {entry.get('pid')} has ended)"
+    if "state" in entry and not (entry.get("kind") == "run" and "finished" in entry):
+        state = state_of(entry)
+        shown = f"state {state}"
+        if state != entry["state"] and entry.get("pid"):
+            # A watcher killed outright has simply ended; a run or a deploy was interrupted.
+            shown = "state " + (str(entry["state"]) if state == "ended" else state)
+            shown += f" (pid {entry.get('pid')} has ended)"
+        parts.append(shown)
     if entry.get("commit"):
         parts.append(f"commit {_short(entry['commit'])}")
     return "  ".join(parts)
@@ -289,11 +381,11 @@ def _header(entry: dict[str, Any]) -> str:
 def _run_lines(entry: dict[str, Any]) -> list[str]:
     header = _header(entry)
     header += "  failed" if entry.get("error") else "  ok"
-    started, finished = entry.get("started"), entry.get("finished")
-    if isinstance(started, int | float) and isinstance(finished, int | float):
+    started, finished = _number(entry.get("started")), _number(entry.get("finished"))
+    if started is not None and finished is not None:
         header += f"  {finished - started:.1f}s"
     lines = [header]
-    images = [i for i in entry.get("images") or [] if isinstance(i, dict)]
+    images = _dicts(entry.get("images"))
     if images:
         by_status: dict[str, list[str]] = {}
         for image in images:
@@ -302,7 +394,7 @@ def _run_lines(entry: dict[str, Any]) -> list[str]:
             )
         parts = [f"{status} {', '.join(refs)}" for status, refs in sorted(by_status.items())]
         lines.append(f"  images: {'; '.join(parts)}")
-    pipelines = [p for p in entry.get("pipelines") or [] if isinstance(p, dict)]
+    pipelines = _dicts(entry.get("pipelines"))
     applied = [
         f"{p.get('project')}/{p.get('name')}" for p in pipelines if p.get("status") == "applied"
     ]
@@ -319,7 +411,7 @@ def _run_lines(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _entry_lines(entry: dict[str, Any]) -> list[str]:
+def _entry_lines(entry: dict[str, Any], everything: list[dict[str, Any]]) -> list[str]:
     lines = [_header(entry)]
     extra = [
         f"{k}={v}"
@@ -330,4 +422,11 @@ def _entry_lines(entry: dict[str, Any]) -> list[str]:
         lines.append(f"  {'  '.join(extra)}")
     if entry.get("error"):
         lines.append(f"  error: {entry['error']}")
+    if state_of(entry) in REDO and isinstance(entry.get("by_hand"), str):
+        later = superseded_by(entry, everything)
+        if later is not None:
+            what = f"run {later.get('id')}" if later.get("kind") == "run" else "a later deploy"
+            lines.append(f"  superseded: {what} deployed this commit at {_when(later)}")
+        else:
+            lines.append(f"  by hand: {entry['by_hand']}")
     return lines

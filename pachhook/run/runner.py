@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pachhook.config import Config
+from pachhook.errors import InputError
 from pachhook.plan.load import plan_selection
 from pachhook.plan.planner import Planned
 from pachhook.repo.git import Repo
 from pachhook.repo.remote import repository_url
 from pachhook.repo.selection import Selection
+from pachhook.repo.settings import Settings
 from pachhook.run import ledger
 from pachhook.run.report import outcome_line, plan_lines, record_lines
 
@@ -38,12 +42,18 @@ def _err(line: str) -> None:
 
 
 def readers(
-    repo: Repo, config: Config, env: Mapping[str, str], *, registry: bool, cluster: bool
+    repo: Repo,
+    config: Config,
+    env: Mapping[str, str],
+    settings: Settings,
+    *,
+    registry: bool,
+    cluster: bool,
 ) -> Readers:
     """The real registry and cluster, for reading state (nothing is contacted yet)."""
     from pachhook.plan.state import Readers
 
-    tags, connect = _tag_reader(repo, env), _cluster_reader(env)
+    tags, connect = _tag_reader(repo, env, settings), _cluster_reader(env, settings)
     return Readers(
         registry=(lambda: tags(config)) if registry else None,
         cluster=(lambda: connect(config)) if cluster else None,
@@ -80,7 +90,11 @@ class _Deferred:
     def config(self, config: Config) -> None:
         from pachhook.plan.state import Prefetch
 
-        self.started = Prefetch(_cluster_reader(self.env), _tag_reader(self.repo, self.env))
+        # The operator's settings (deadlines, allowed hosts): read once a plan is made.
+        settings = Settings.load(self.env, self.repo.root)
+        self.started = Prefetch(
+            _cluster_reader(self.env, settings), _tag_reader(self.repo, self.env, settings)
+        )
         self.started.config(config)
 
     def images(self, images: Sequence[ImageState], changes: ChangeSet, config: Config) -> None:
@@ -88,21 +102,28 @@ class _Deferred:
             self.started.images(images, changes, config)
 
 
-def _tag_reader(repo: Repo, env: Mapping[str, str]) -> Callable[[Config], TagLookup]:
+def _tag_reader(
+    repo: Repo, env: Mapping[str, str], settings: Settings
+) -> Callable[[Config], TagLookup]:
     def tags(config: Config) -> TagLookup:
         from pachhook.docker.cache import TagCache
         from pachhook.docker.registry import Registries
 
-        return TagCache(Registries(env), repo.state_dir, config.tag_policy)
+        registries = Registries(
+            env, realm_hosts=settings.token_realm_hosts, timeout=settings.registry_timeout
+        )
+        return TagCache(registries, repo.state_dir, config.tag_policy)
 
     return tags
 
 
-def _cluster_reader(env: Mapping[str, str]) -> Callable[[Config], ClusterLookup]:
+def _cluster_reader(
+    env: Mapping[str, str], settings: Settings
+) -> Callable[[Config], ClusterLookup]:
     def connect(config: Config) -> ClusterLookup:
         from pachhook.pachyderm.cluster import PachydermCluster
 
-        return PachydermCluster.connect(config, env)
+        return PachydermCluster.connect(config, env, settings)
 
     return connect
 
@@ -117,7 +138,8 @@ def diff_pipelines(
 
     planned = plan_selection(repo, Selection(working_tree=working_tree, everything=True), env)
     assert planned.workspace is not None
-    cluster = PachydermCluster.connect(planned.workspace.config, env)
+    settings = Settings.load(env, repo.root)
+    cluster = PachydermCluster.connect(planned.workspace.config, env, settings)
     stored = cluster.pipelines_in_full()
     return diffs(planned, stored, cluster, requested_spec, repository_url(repo), names)
 
@@ -148,23 +170,35 @@ def run_planned(
 ) -> RunRecord:
     """`ci`: where the results also go in CI (GitHub's log, outputs and job summary)."""
     # Imported here: `plan`, which reads state through this module too, never executes.
-    from pachhook.run.executor import execute
+    from pachhook.run.executor import execute, new_run_id
     from pachhook.run.lock import run_lock
     from pachhook.run.progress import BuildProgress
 
     config = planned.workspace.config if planned.workspace else None
-    repository = ""
     plan = planned.plan
-    if config is not None and plan.evaluated and (not plan.nothing_to_do or options.prune):
+    # A run with nothing to decide neither reads state nor git config, waits nor locks.
+    to_decide = config is not None and plan.evaluated and (not plan.nothing_to_do or options.prune)
+    settings = Settings.load(env, repo.root) if to_decide else Settings.from_env(env)
+    if to_decide and not options.dry_run:
+        # Before anything is contacted: a refused cluster or token is refused, exit 2.
+        preflight(planned, options, env, settings)
+    repository = ""
+    if config is not None and to_decide:
         from pachhook.plan.state import with_state
 
         # What is printed is what will happen: the registry for images, when pushing;
         # the cluster for pipelines, when deploying.
         sources = readers(
-            repo, config, env, registry=options.push, cluster=options.push and options.deploy
+            repo,
+            config,
+            env,
+            settings,
+            registry=options.push,
+            cluster=options.push and options.deploy,
         )
         repository = sources.repository
         planned = with_state(planned, sources)
+    run_id = new_run_id()
 
     def say(line: str) -> None:
         if not as_json:
@@ -197,6 +231,7 @@ def run_planned(
             progress,
             ledger.logs_dir(repo.state_dir),
             cache_sources=PreviousImages(repo.state_dir, cluster, say=progress.message),
+            settings=settings,
         )
 
     connected: list[PachydermCluster] = []
@@ -207,7 +242,8 @@ def run_planned(
 
         assert config is not None
         if not connected:
-            connected.append(PachydermCluster.connect(config, env))
+            journal = ledger.TransactionJournal(repo.state_dir, run_id, say=progress.message)
+            connected.append(PachydermCluster.connect(config, env, settings, log=journal))
         return connected[0]
 
     if not as_json:
@@ -215,9 +251,9 @@ def run_planned(
             _err(f"pachhook: {note}")
         for line in plan_lines(planned.plan):
             _out(line)
-    # One run at a time per repository (hooks, post-push deploys, the watcher); a run
-    # with nothing to do neither waits nor takes the lock. What the plan narrowed is
-    # decided again by state once the lock is held, so waiting loses nothing.
+    # One run at a time per repository (hooks, post-push deploys, the watcher). What the
+    # plan narrowed is decided again by state once the lock is held, so waiting loses
+    # nothing; a run waits `lock_timeout` seconds at most.
     pruning = options.prune and bool(planned.plan.prunable)
     busy = (
         planned.plan.evaluated
@@ -228,13 +264,20 @@ def run_planned(
         run_lock(
             repo.state_dir,
             f"{trigger} run of {planned.resolved.source.label}",
-            on_wait=lambda message: _err(f"pachhook: {message}"),
+            timeout=settings.lock_timeout,
+            on_wait=lambda message: _err(
+                f"pachhook: {message}; giving up after {settings.lock_timeout:g}s "
+                "(PACHHOOK_LOCK_TIMEOUT)"
+            ),
         )
         if busy
         else contextlib.nullcontext()
     )
     try:
         with guard:
+            if busy:
+                # Written first: a run killed outright (SIGKILL, a reboot) still shows.
+                ledger.append(repo.state_dir, _running(run_id, trigger, planned))
             record = execute(
                 planned,
                 options,
@@ -243,12 +286,14 @@ def run_planned(
                 cluster=cluster,
                 progress=progress.message,
                 repository=repository or (repository_url(repo) if busy else ""),
+                run_id=run_id,
             )
     finally:
         progress.close()
     progress.summary(record.images)
     if planned.plan.evaluated and not options.dry_run:
-        ledger.append(repo.state_dir, {"kind": "run", **record.to_json()})
+        state = "failed" if record.error else "done"
+        ledger.append(repo.state_dir, {"kind": "run", "state": state, **record.to_json()})
     if ci is not None:
         ci.run_done(planned, record)
     if as_json:
@@ -261,3 +306,52 @@ def run_planned(
         else:
             _out(outcome_line(record))
     return record
+
+
+def preflight(
+    planned: Planned, options: RunOptions, env: Mapping[str, str], settings: Settings
+) -> None:
+    """What can be refused before any work, with exit 2: a cluster the operator did not
+    name, a token that would cross the network in plain text, a credential helper that is
+    not on PATH. Nothing is contacted."""
+    plan = planned.plan
+    config = planned.workspace.config if planned.workspace else None
+    if config is None:
+        return
+    from pachhook.docker.credentials import check_environment, missing_helper
+
+    check_environment(env)
+    if plan.builds:
+        problem = missing_helper(env)
+        if problem:
+            raise InputError(problem)
+    if options.deploy and options.push and plan.deploys:
+        from pachhook.pachyderm.connection import resolve_connection
+
+        resolve_connection(config, env, settings)
+
+
+def by_hand(planned: Planned) -> str:
+    """The command that runs the same selection again."""
+    changes = planned.resolved.changes
+    commit = planned.resolved.source.commit
+    if changes.target == "working tree" or commit is None:
+        return "pachhook run --working-tree" + (" --all" if changes.everything else "")
+    if changes.everything:
+        return f"pachhook run --all --from {commit} --to {commit}"
+    return f"pachhook run --from {changes.base or commit} --to {commit}"
+
+
+def _running(run_id: str, trigger: str, planned: Planned) -> dict[str, object]:
+    source = planned.resolved.source
+    return {
+        "kind": "run",
+        "id": run_id,
+        "state": "running",
+        "pid": os.getpid(),
+        "started": time.time(),
+        "trigger": trigger,
+        "source": source.label,
+        "commit": source.commit,
+        "by_hand": by_hand(planned),
+    }
