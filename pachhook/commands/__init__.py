@@ -107,10 +107,14 @@ def source_at(rev: str | None) -> Source:
 
 def config_note(found: Repo, reads_working_tree: bool | None) -> None:
     """Says on standard error when the working tree's configuration is not the committed
-    one, and which of the two this command reads."""
+    one that this command (or, for `None`, plan and run) reads. Nothing when the command
+    reads the working tree: the file it reads is the one the user sees, and a line more
+    would break the one-line rule of bad input."""
+    if reads_working_tree:
+        return
     from pachhook.plan.load import uncommitted_config
 
-    note = uncommitted_config(found, reads_working_tree)
+    note = uncommitted_config(found, reads_committed=reads_working_tree is False)
     if note:
         err(f"pachhook: {note}")
 

@@ -13,8 +13,9 @@ verify) goes through docker-py as before: the image is in the same engine's stor
   refuses BuildKit builds ("BuildKit is enabled but the buildx component is missing or
   broken"), while Debian's docker.io 20.10 builds with BuildKit without any plugin. So
   each candidate (PACHHOOK_DOCKER_CLI, else `docker` on PATH, /usr/bin/docker,
-  /usr/local/bin/docker) is asked `DOCKER_BUILDKIT=1 <cli> build --help`, which reaches
-  no engine, and the first that offers `--secret` is used. The answer is kept for the
+  /usr/local/bin/docker) is asked `DOCKER_BUILDKIT=1 <cli> build --help`, pointed at no
+  engine (the 20.10 CLI would ping its engine first), and the first that offers
+  `--secret` is used. The answer is kept for the
   process.
 - Which engine: the one docker-py talks to. The CLI follows `docker context` where
   docker-py follows DOCKER_HOST (else the default socket), so the CLI is always given
@@ -45,7 +46,11 @@ from pachhook.docker.digest import ImageState
 BUILDKIT, CLASSIC = "buildkit", "classic"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"  # docker-py's default too
 CLI_VARIABLE = "PACHHOOK_DOCKER_CLI"  # the operator's choice of CLI (never the repository's)
-PROBE_TIMEOUT = 20  # seconds for `build --help`: it contacts no engine
+PROBE_TIMEOUT = 20  # seconds for `build --help` or `--version`
+# The engine a probe is pointed at: none. Docker 20.10's CLI pings its engine before any
+# command, `--help` and `--version` too; a plan (and bad input found by it) must reach no
+# engine, and what a CLI offers does not depend on one.
+NO_ENGINE = "unix:///dev/null"
 TAIL_LINES = 20
 
 # -- which CLI ---------------------------------------------------------------------------------
@@ -100,7 +105,7 @@ def probe(path: str, env: Mapping[str, str]) -> Cli | Rejected:
     try:
         helped = subprocess.run(
             [path, "build", "--help"],
-            env={**cli_environment(env), "DOCKER_BUILDKIT": "1"},
+            env={**cli_environment(env), "DOCKER_BUILDKIT": "1", "DOCKER_HOST": NO_ENGINE},
             capture_output=True,
             text=True,
             timeout=PROBE_TIMEOUT,
@@ -139,7 +144,7 @@ def cli_version(path: str, env: Mapping[str, str]) -> str:
     try:
         said = subprocess.run(
             [path, "--version"],
-            env=cli_environment(env),
+            env={**cli_environment(env), "DOCKER_HOST": NO_ENGINE},
             capture_output=True,
             text=True,
             timeout=PROBE_TIMEOUT,

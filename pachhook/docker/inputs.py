@@ -106,6 +106,17 @@ FLAGS = {
         "run": frozenset({"mount", "network", "security"}),
     },
 }
+# The words of the errors that say a source is simply not in the build context (a build
+# output, an LFS object not fetched): callers tell them from a Dockerfile the builder
+# refuses, since the image is then broken rather than its Dockerfile wrong.
+MISSING_SOURCE = "does not exist in the build context"
+NO_MATCH = "matches nothing in the build context"  # a wildcard, under the classic builder
+
+
+def is_missing_source(message: str) -> bool:
+    return MISSING_SOURCE in message or NO_MATCH in message
+
+
 BOOLEAN_FLAGS = frozenset({"link", "parents", "keep-git-dir"})  # `--link` alone means true
 MOUNT_TYPES = frozenset({"bind", "cache", "tmpfs", "secret", "ssh"})
 MAX_LINK_HOPS = 40  # how many symlinks one source may pass through before it counts as missing
@@ -623,10 +634,11 @@ class _Builder:
             return
         ok, files = self.context.source_files(path)
         if not ok:
-            why = "is excluded by the ignore file" if self._ignored(path) else "does not exist"
+            ignored = self._ignored(path)
+            why = f"is excluded by {self.context.ignore_path} in" if ignored else MISSING_SOURCE
             raise InstructionError(
-                f"RUN --mount source {source!r} {why} in the build context {self.image.context!r}",
-                "add the file, fix the path, or check the ignore file",
+                f"RUN --mount source {source!r} {why} {self.image.context!r}",
+                f"add the file, fix the path, or check {self.context.ignore_path}",
             )
         stage.files.update(files)
 
@@ -723,10 +735,16 @@ class _Builder:
         if self.buildkit:
             return  # BuildKit copies what wildcards match, nothing included, into any dest
         if count == 0:
+            ignore_path = self.context.ignore_path
+            if any(self._glob(s.removeprefix("/").removeprefix("./"), seen=False) for s in sources):
+                raise InstructionError(
+                    f"{cmd} has no source files: {' '.join(sources)} matches only files "
+                    f"excluded by {ignore_path} in the build context {self.image.context!r}",
+                    f"fix the pattern, or check {ignore_path}",
+                )
             raise InstructionError(
-                f"{cmd} has no source files: {' '.join(sources)} matches nothing in the build "
-                f"context {self.image.context!r}",
-                "add the files, fix the pattern, or check .dockerignore",
+                f"{cmd} has no source files: {' '.join(sources)} {NO_MATCH} {self.image.context!r}",
+                f"add the files, fix the pattern, or check {ignore_path}",
             )
         if count + len(inline) > 1 and not dest.endswith("/"):
             raise InstructionError(
@@ -765,9 +783,9 @@ class _Builder:
         ok, files = context.source_files(cleaned)
         if not ok:
             ignored = self._ignored(cleaned)
-            why = f"is excluded by {context.ignore_path}" if ignored else "does not exist"
+            why = f"is excluded by {context.ignore_path} in" if ignored else MISSING_SOURCE
             raise InstructionError(
-                f"{cmd} source {source!r} {why} in the build context {self.image.context!r}",
+                f"{cmd} source {source!r} {why} {self.image.context!r}",
                 f"add the file, fix the path, or check {context.ignore_path}",
             )
         return [files]
@@ -776,7 +794,9 @@ class _Builder:
         context = self.context
         return (context.is_file(rel) or context.is_dir(rel)) and not context.visible(rel)
 
-    def _glob(self, pattern: str) -> list[list[str]]:
+    def _glob(self, pattern: str, seen: bool = True) -> list[list[str]]:
+        """What `pattern` copies; with `seen=False`, what it would copy without the ignore
+        file (to tell a pattern that matches nothing from one the ignore file empties)."""
         context = self.context
         parts = pattern.split("/")
         fixed: list[str] = []
@@ -794,6 +814,9 @@ class _Builder:
                     continue
             except BadPattern:
                 return []  # the builder ignores the error: the pattern matches nothing
+            if not seen:
+                matched.append([entry])
+                continue
             if context.is_file(entry):
                 if not context.visible(entry):
                     continue

@@ -341,13 +341,17 @@ def _parse_file(path: str, data: bytes, default_project: str, strict: bool) -> t
 def _pipeline(where: str, path: str, line: int | None, doc: Any, default_project: str) -> Pipeline:
     """One spec document as a pipeline, refused here where pachd would refuse it."""
     name = field(doc, "pipeline", "name")
-    project = field(doc, "pipeline", "project", "name") or default_project
+    own = field(doc, "pipeline", "project", "name")
+    project = own or default_project
     if not isinstance(project, str):
         raise InputError(f"{where}: pipeline.project.name must be a string, not {project!r}")
-    problem = pipeline_name_problem(name, project)
+    # A default project pachd would refuse is the configuration's one error, said once for
+    # it: every spec that inherits it is not told again (nor measured against it).
+    judged = bool(own) or project_name_problem(default_project) is None
+    problem = pipeline_name_problem(name, project if judged else None)
     if problem:
         raise InputError(f"{where}: pipeline {name!r}: {problem}; rename it")
-    problem = project_name_problem(project)
+    problem = project_name_problem(project) if judged else None
     if problem:
         raise InputError(f"{where}: project {project!r}: {problem}; fix pipeline.project.name")
     image = field(doc, "transform", "image")
@@ -398,8 +402,9 @@ MAX_PROJECT_NAME = 51
 DNS_LABEL = 63
 
 
-def pipeline_name_problem(name: str, project: str) -> str | None:
-    """What pachd would refuse in a pipeline's name; None when nothing."""
+def pipeline_name_problem(name: str, project: str | None) -> str | None:
+    """What pachd would refuse in a pipeline's name; None when nothing. The Kubernetes
+    name's length is checked only with a `project`."""
     if not name:
         return "a pipeline needs a name"
     if not NAME_CHARACTERS.fullmatch(name):
@@ -408,6 +413,8 @@ def pipeline_name_problem(name: str, project: str) -> str | None:
         return "it must start with a letter or a digit"
     if len(name) > MAX_PIPELINE_NAME:
         return f"{len(name)} characters, more than pachd's {MAX_PIPELINE_NAME}"
+    if project is None:
+        return None
     kubernetes = f"{project.replace('_', '-')}-{name.replace('_', '-')}-v99".lower()
     if len(kubernetes) > DNS_LABEL:
         return (

@@ -30,7 +30,7 @@ from pachhook.config import (
 from pachhook.docker import inputs as dockerfile_inputs
 from pachhook.errors import InputError, PachhookError
 from pachhook.pachyderm.specs import SPEC_SUFFIXES, Pipeline, maybe_spec, parse_file
-from pachhook.plan.workspace import MISSING_SOURCE, load_workspace, split_duplicates
+from pachhook.plan.workspace import load_workspace, split_duplicates
 from pachhook.repo.git import Repo
 from pachhook.repo.source import WorkingTreeSource
 
@@ -119,7 +119,7 @@ def _context_of(path: str, source: WorkingTreeSource) -> tuple[str, str | None]:
         except InputError as exc:
             if first_error is None:
                 first_error = exc.message
-            if MISSING_SOURCE not in exc.message:
+            if not dockerfile_inputs.is_missing_source(exc.message):
                 break  # not a question of where the context is
         context = _parent(context)
     return folder, first_error

@@ -165,9 +165,10 @@ def _base_templated(
     return found
 
 
-def uncommitted_config(repo: Repo, reads_working_tree: bool | None) -> str | None:
+def uncommitted_config(repo: Repo, *, reads_committed: bool) -> str | None:
     """One line when the working tree's configuration is not the committed one (the one
-    plan, run, the hooks and CI read), saying which of the two this command reads."""
+    plan, run, the hooks and CI read), for a command that reads the committed one
+    (`reads_committed`) or no configuration at all."""
     from pachhook.config import CONFIG_FILES, has_tool_table
     from pachhook.repo.git import zsplit
     from pachhook.repo.source import blob_id
@@ -198,14 +199,9 @@ def uncommitted_config(repo: Repo, reads_working_tree: bool | None) -> str | Non
             if data is None
             else "has uncommitted changes"
         )
-        if reads_working_tree is None:  # a command that reads no configuration
-            reads = "plan, run and the hooks read the committed one"
-        elif reads_working_tree:
-            reads = (
-                "this command reads the working tree's, while plan, run and the hooks read "
-                "the committed one"
-            )
-        else:
+        if reads_committed:
             reads = "this command reads the committed one (add --working-tree to read yours)"
+        else:
+            reads = "plan, run and the hooks read the committed one"
         return f"note: {path} {state}; {reads}: commit it to use it everywhere"
     return None

@@ -25,7 +25,6 @@ from pachhook.pachyderm.specs import (
 )
 from pachhook.repo.source import Source, WorkingTreeSource
 
-MISSING_SOURCE = "does not exist in the build context"  # inputs.py's words for it
 BUILD_OUTPUT_HINT = (
     "if it is a build output, build it first and run pachhook run --working-tree (which "
     "reads the git-ignored files a Dockerfile names), or commit it"
@@ -161,7 +160,7 @@ def _analysis(image: ImageConfig, source: Source, builder: str) -> _Analyzed:
             image, paths, source.read, is_link=source.is_link, builder=builder
         )
     except InputError as exc:
-        if MISSING_SOURCE not in exc.message:
+        if not dockerfile.is_missing_source(exc.message):
             raise
         ignored = source.ignored(image.context) if isinstance(source, WorkingTreeSource) else []
         if not ignored:
@@ -345,9 +344,11 @@ def load_workspace(
             try:
                 analyzed.append((image, _analysis(image, source, builder)))
             except InputError as exc:
-                if MISSING_SOURCE not in exc.message:
+                if not dockerfile.is_missing_source(exc.message):
                     raise  # a Dockerfile its builder refuses is bad input, as a bad config is
-                # One image that cannot be built from this source does not stop the others.
+                # A source that is not in this source (a build output, a wildcard that
+                # matches nothing yet): the image cannot be built from it, and that does
+                # not stop the others.
                 broken.append(BrokenImage(image, exc.message))
     # The checkout rules of every input in one batch, before any digest asks for one.
     source.checkout_rules(sorted({p for _, found in analyzed for p in found.analysis.inputs}))
