@@ -9,14 +9,13 @@ tags are never reused.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from pathlib import Path
 
 from pachhook.docker.digest import ImageState, checked_tag
 from pachhook.docker.registry import Registries, split_name
 from pachhook.errors import PachhookError
+from pachhook.repo.cachefile import read_json, write_json
 
 LABEL_DIGEST = "io.pachhook.input-digest"
 VERIFIED_TAGS = "verified-tags.json"  # under the state dir: tags whose content was checked
@@ -60,21 +59,12 @@ class TagCache:
             tags[reference] = {"manifest": manifest, "input_digest": input_digest}
             for stale in list(tags)[:-VERIFIED_TAGS_KEPT]:
                 del tags[stale]
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                temp = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-                temp.write_text(json.dumps(tags))
-                temp.replace(self.path)
-            except OSError:
-                pass  # only a cache: the next run asks the registry in full
+            write_json(self.path, tags)  # only a cache: lost, the registry is asked in full
 
     def _tags(self) -> dict[str, dict[str, str]]:
         with self._lock:
             if self._verified is None:
-                try:
-                    data = json.loads(self.path.read_text())
-                except (OSError, ValueError):
-                    data = {}
+                data = read_json(self.path)
                 self._verified = data if isinstance(data, dict) else {}
             return self._verified
 

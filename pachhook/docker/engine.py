@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pachhook.docker import buildkit
 from pachhook.docker.cache import LABEL_DIGEST
@@ -38,10 +38,12 @@ from pachhook.docker.credentials import environment_hosts, login_hint
 from pachhook.docker.digest import ImageState, checked_tag
 from pachhook.docker.registry import DOCKER_HUB, Registries, split_name
 from pachhook.errors import PachhookError, one_line
-from pachhook.repo.source import Source
+from pachhook.repo.source import FolderFiles, Source
 
 if TYPE_CHECKING:
     import docker
+
+_Context = TypeVar("_Context")  # a context written as a tar or as a folder
 
 LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_SOURCE = "org.opencontainers.image.source"
@@ -220,6 +222,14 @@ class Engine:
 
     # -- building --
 
+    def _labels(self, state: ImageState, source: Source) -> dict[str, str]:
+        """What every image pachhook builds says of where it came from."""
+        return {
+            LABEL_REVISION: source.revision,
+            LABEL_SOURCE: self.source_url,
+            LABEL_DIGEST: state.digest,
+        }
+
     def _build(
         self,
         client: docker.DockerClient,
@@ -233,28 +243,13 @@ class Engine:
         reference = f"{state.name}:{state.tag}"
         cfg = state.config
         files = source.folder(cfg.context, state.outside_git)
-        labels = {
-            LABEL_REVISION: source.revision,
-            LABEL_SOURCE: self.source_url,
-            LABEL_DIGEST: state.digest,
-        }
+        labels = self._labels(state, source)
         step: tuple[str, str] | None = None
         cache_from = self._pull_cache(client, state, log)
         cached.extend(cache_from)
         try:
             with tempfile.TemporaryFile(prefix="pachhook-context-") as out:
-                try:
-                    context = write_context(files, cfg, out)
-                except OSError as exc:
-                    raise PachhookError(_os_error("writing the build context", exc)) from None
-                finally:
-                    files.close()
-                changed = files.changed_since_planned(state.inputs)
-                if changed:
-                    raise PachhookError(
-                        f"{changed[0]} changed after this run was planned; nothing was "
-                        "built from it, so no tag carries the wrong content: run again"
-                    )
+                context = _written(lambda: write_context(files, cfg, out), files, state)
                 log.line(f"context: {context.files} files, dockerfile {context.dockerfile}")
                 self.events.stage(reference, "building")
                 stream = client.api.build(
@@ -332,25 +327,10 @@ class Engine:
         cache_from = self._cache_from(state, log)
         cached.extend(cache_from)
         network = self._engine_network(client)
-        labels = {
-            LABEL_REVISION: source.revision,
-            LABEL_SOURCE: self.source_url,
-            LABEL_DIGEST: state.digest,
-        }
+        labels = self._labels(state, source)
         files = source.folder(cfg.context, state.outside_git)
         with tempfile.TemporaryDirectory(prefix="pachhook-context-") as tmp:
-            try:
-                context = write_context_dir(files, cfg, Path(tmp))
-            except OSError as exc:
-                raise PachhookError(_os_error("writing the build context", exc)) from None
-            finally:
-                files.close()
-            changed = files.changed_since_planned(state.inputs)
-            if changed:
-                raise PachhookError(
-                    f"{changed[0]} changed after this run was planned; nothing was "
-                    "built from it, so no tag carries the wrong content: run again"
-                )
+            context = _written(lambda: write_context_dir(files, cfg, Path(tmp)), files, state)
             log.line(
                 f"context: {context.files} files; builder: BuildKit through {cli.path}"
                 + (f"; network {network}" if network else "")
@@ -648,6 +628,24 @@ def _engine_reason(text: str) -> str:
     if "timed out" in lower or "timeout" in lower:
         return "timed out"
     return one_line(text, 120)
+
+
+def _written(write: Callable[[], _Context], files: FolderFiles, state: ImageState) -> _Context:
+    """The build context `write` makes of `files`, refused when an input changed on disk
+    since the plan (the tag would name other content than its digest says)."""
+    try:
+        context = write()
+    except OSError as exc:
+        raise PachhookError(_os_error("writing the build context", exc)) from None
+    finally:
+        files.close()
+    changed = files.changed_since_planned(state.inputs)
+    if changed:
+        raise PachhookError(
+            f"{changed[0]} changed after this run was planned; nothing was "
+            "built from it, so no tag carries the wrong content: run again"
+        )
+    return context
 
 
 def _os_error(doing: str, exc: OSError) -> str:

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pachhook.repo.cachefile import read_json, write_json
+
 FORMAT = 1  # the rules results depend on: TLAs as strings, import resolution, result shape
 FOLDER = "templates"  # under the state dir
 VARIANTS = 4  # traces kept per entry and per instance
@@ -79,7 +81,7 @@ def _entry_path(state_dir: Path, key: str) -> Path:
 def lookup(state_dir: Path, key: str, holds: Callable[[Trace], bool]) -> Cached | None:
     """The cached result of an entry whose trace holds at the source, if any."""
     path = _entry_path(state_dir, key)
-    data = _read_json(path)
+    data = read_json(path)
     variants = data.get("variants") if isinstance(data, dict) else None
     if not isinstance(variants, list):
         return None
@@ -90,7 +92,7 @@ def lookup(state_dir: Path, key: str, holds: Callable[[Trace], bool]) -> Cached 
             continue
         if index:  # the most recently used first
             variants.insert(0, variants.pop(index))
-            _write_json(path, data)
+            write_json(path, data)
         else:
             _touch(path)
         return Cached(documents, trace)
@@ -105,7 +107,7 @@ def store(
     documents: Sequence[dict[str, Any]],
 ) -> None:
     path = _entry_path(state_dir, key)
-    data = _read_json(path)
+    data = read_json(path)
     variants = data.get("variants") if isinstance(data, dict) else None
     kept = [
         v
@@ -113,9 +115,7 @@ def store(
         if isinstance(v, dict) and _trace(v.get("trace")) != trace
     ]
     variant = {"trace": [list(t) for t in trace], "documents": list(documents)}
-    _write_json(
-        path, {"format": FORMAT, "template": label, "variants": [variant, *kept][:VARIANTS]}
-    )
+    write_json(path, {"format": FORMAT, "template": label, "variants": [variant, *kept][:VARIANTS]})
     _prune(state_dir)
 
 
@@ -152,7 +152,7 @@ class Index:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / FOLDER / "index.json"
-        data = _read_json(self.path)
+        data = read_json(self.path)
         self._data: dict[str, Any] = data if isinstance(data, dict) else {}
         self._dirty = False
 
@@ -193,30 +193,10 @@ class Index:
 
     def save(self) -> None:
         if self._dirty:
-            _write_json(self.path, self._data)
+            write_json(self.path, self._data)
             self._dirty = False
 
 
 def trace_holds(trace: Trace, entries: Mapping[str, tuple[str, str]]) -> bool:
     """Whether every file of `trace` has the recorded (mode, blob id) in `entries`."""
     return all(entries.get(path) == (mode, blob) for path, mode, blob in trace)
-
-
-# -- files ------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{os.getpid()}")
-        temp.write_text(json.dumps(data, separators=(",", ":")))
-        temp.replace(path)
-    except OSError:
-        pass  # only a cache: the next run evaluates again

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -14,6 +12,7 @@ from pachhook.errors import InputError
 from pachhook.pachyderm.specs import Pipeline, is_spec_candidate, rewritten
 from pachhook.plan.planner import Plan, Planned, Remote, make_plan, unevaluated
 from pachhook.plan.relevance import relevance, templates_unchanged
+from pachhook.repo.cachefile import read_json, write_json
 from pachhook.repo.git import Repo
 from pachhook.repo.selection import ChangeSet, Selection, resolve
 from pachhook.repo.source import CommitSource
@@ -98,24 +97,12 @@ def check_specs(plan: Plan, state_dir: Path | None = None) -> None:
 
 
 def _checked(state_dir: Path | None) -> dict[str, None]:
-    if state_dir is None:
-        return {}
-    try:
-        data = json.loads((state_dir / CHECKED_SPECS).read_text())
-    except (OSError, ValueError):
-        return {}
+    data = read_json(state_dir / CHECKED_SPECS) if state_dir is not None else None
     return dict.fromkeys(d for d in data if isinstance(d, str)) if isinstance(data, list) else {}
 
 
 def _write_checked(state_dir: Path, digests: list[str]) -> None:
-    path = state_dir / CHECKED_SPECS
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{CHECKED_SPECS}.{os.getpid()}")
-        temp.write_text(json.dumps(digests))
-        temp.replace(path)
-    except OSError:
-        pass  # only a cache: the next plan reads the specs again
+    write_json(state_dir / CHECKED_SPECS, digests)  # only a cache: lost, specs are read again
 
 
 def _base_pipelines(

@@ -18,14 +18,13 @@ parses a 100-image config.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 from pachhook.config import Config, Found, files_read, parse_found
 from pachhook.pachyderm.specs import spec_candidate
+from pachhook.repo.cachefile import read_json, write_json
 from pachhook.repo.git import Repo, zsplit
 from pachhook.repo.selection import ChangeSet
 from pachhook.repo.source import blob_id
@@ -164,19 +163,9 @@ def _key(found: Found, env: Mapping[str, str]) -> str:
 
 
 def _read(state_dir: Path) -> dict[str, object]:
-    try:
-        data = json.loads((state_dir / CACHE).read_text())
-    except (OSError, ValueError):
-        return {}
+    data = read_json(state_dir / CACHE)
     return data if isinstance(data, dict) else {}
 
 
 def _write(state_dir: Path, cache: dict[str, object]) -> None:
-    path = state_dir / CACHE
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{CACHE}.{os.getpid()}")
-        temp.write_text(json.dumps(cache))
-        temp.replace(path)
-    except OSError:
-        pass  # only a cache: the next run parses the config again
+    write_json(state_dir / CACHE, cache)  # only a cache: lost, the config is parsed again
