@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -79,3 +80,35 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
+
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """No cluster, Docker or pachhook settings from the machine; an empty Docker config."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PACHYDERM_", "DOCKER", "PRE_COMMIT", "GIT_", "PACHHOOK_", "PACH_"))
+    }
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(home), DOCKER_CONFIG=str(home / ".docker"))
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+    return {**env, **GIT_ENV, **extra}
+
+
+def pachhook_in(
+    cwd: Path, *args: str, env: dict[str, str], input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`pachhook ARGS` in `cwd`, as a process of its own, with exactly `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "pachhook", *args],
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

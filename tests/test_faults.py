@@ -33,34 +33,9 @@ from pachhook.run.lock import holder, run_lock
 from pachhook.run.report import interrupted_entries, pending_entries, status_lines
 from tests import services
 from tests.faults import engine_proxy, kill_when, wait_for
-from tests.helpers import GIT_ENV, commit, git, init_repo, spec, write
+from tests.helpers import clean_env, commit, git, init_repo, spec, write
+from tests.helpers import pachhook_in as pachhook
 from tests.pachd_double import PachdDouble
-
-VENV_BIN = str(Path(sys.executable).parent)
-
-
-def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PACHYDERM_", "DOCKER", "PRE_COMMIT", "GIT_", "PACHHOOK_", "PACH_"))
-    }
-    home = tmp_path / "home"
-    (home / ".docker").mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(home), DOCKER_CONFIG=str(home / ".docker"))
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
-    return {**env, **GIT_ENV, **extra}
-
-
-def pachhook(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pachhook", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def start(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:

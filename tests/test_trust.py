@@ -11,9 +11,7 @@ credential.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,38 +40,9 @@ from pachhook.run.progress import BuildProgress
 from tests import services
 from tests.cluster import closed_port
 from tests.faults import logging_registry
-from tests.helpers import GIT_ENV, commit, git, init_repo, spec, write
+from tests.helpers import clean_env, commit, git, init_repo, spec, write
+from tests.helpers import pachhook_in as pachhook
 from tests.pachd_double import PachdDouble
-
-VENV_BIN = str(Path(sys.executable).parent)
-
-
-def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """No cluster, Docker or pachhook settings from the machine; an empty Docker config."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PACHYDERM_", "DOCKER", "PRE_COMMIT", "GIT_", "PACHHOOK_", "PACH_"))
-    }
-    home = tmp_path / "home"
-    (home / ".docker").mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(home), DOCKER_CONFIG=str(home / ".docker"))
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
-    return {**env, **GIT_ENV, **extra}
-
-
-def pachhook(
-    cwd: Path, *args: str, env: dict[str, str], input: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pachhook", *args],
-        cwd=cwd,
-        env=env,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def one_line(proc: subprocess.CompletedProcess[str]) -> str:
