@@ -31,7 +31,7 @@ from pachhook.docker.engine import Engine
 from pachhook.docker.images import DockerImages
 from pachhook.docker.registry import Registries, Registry, RegistryError
 from pachhook.errors import InputError
-from pachhook.hooks.policy import hook_policy
+from pachhook.hooks.policy import hook_policy, hooks_prune
 from pachhook.plan.load import plan_selection
 from pachhook.repo.git import Repo
 from pachhook.repo.selection import Selection
@@ -447,3 +447,11 @@ def test_operator_settings_are_never_read_from_the_repository(tmp_path: Path) ->
     git(root, "config", "pachhook.allowConfigAddress", "true")
     assert Settings.load({}, root).allow_config_address is True
     assert Settings.load({"PACHHOOK_ALLOW_CONFIG_ADDRESS": "0"}, root).allow_config_address is False
+    # Whether hooks prune: the same two places, off by default.
+    repo = Repo.discover(root)
+    assert hooks_prune(repo, {}) is False
+    git(root, "config", "pachhook.prune", "true")
+    assert hooks_prune(repo, {}) is True
+    assert hooks_prune(repo, {"PACHHOOK_PRUNE": "no"}) is False
+    with pytest.raises(InputError, match="PACHHOOK_PRUNE: got 'sometimes'"):
+        hooks_prune(repo, {"PACHHOOK_PRUNE": "sometimes"})

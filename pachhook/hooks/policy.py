@@ -55,6 +55,13 @@ def post_commit_mode(repo: Repo, env: Mapping[str, str]) -> str:
     return str(Settings.load(env, repo.root).get("post_commit") or HooksConfig().post_commit)
 
 
+def hooks_prune(repo: Repo, env: Mapping[str, str]) -> bool:
+    """Whether the deploys that hooks run delete the pipelines whose spec is gone: only
+    when the operator says so (`PACHHOOK_PRUNE`, `git config pachhook.prune true`), never
+    because of anything a commit holds."""
+    return bool(Settings.load(env, repo.root).get("prune"))
+
+
 def remote_of(repo: Repo) -> str | None:
     """The remote whose default branch holds the team's policy: the upstream's remote,
     else origin, else the only remote."""

@@ -316,7 +316,7 @@ def deploy(
     say: Callable[[str], None],
 ) -> int:
     """The detached process: for each pending job, wait for its push, then deploy it."""
-    from pachhook.hooks.push import hooks_prune
+    from pachhook.hooks.policy import hooks_prune
     from pachhook.run.executor import RunOptions
     from pachhook.run.runner import run_selection
 
@@ -368,7 +368,7 @@ def deploy(
                     )
                     continue
                 say(f"accepted: {verdict.reason}")
-                options = RunOptions(prune=hooks_prune(repo))
+                options = RunOptions(prune=hooks_prune(repo, env))
                 record = run_selection(repo, job.selection, options, env, trigger=KIND)
                 applied = sum(1 for p in record.pipelines if p.status == "applied")
                 if record.ok:

@@ -14,13 +14,12 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from pachhook.hooks.policy import hook_policy
+from pachhook.hooks.policy import hook_policy, hooks_prune
 from pachhook.hooks.push import (
     DeployBranches,
     PushGroup,
     PushTarget,
     group_by_commit,
-    hooks_prune,
     parse_updates,
     pre_commit_push,
     push_targets,
@@ -55,7 +54,9 @@ def pre_push(
     work = []
     for group in group_by_commit(repo, targets):
         planned = plan_selection(repo, group.selection, env)
-        if planned.plan.evaluated and (not planned.plan.nothing_to_do or _prunes(repo, planned)):
+        if planned.plan.evaluated and (
+            not planned.plan.nothing_to_do or _prunes(repo, planned, env)
+        ):
             work.append((group, planned))
     if not work:
         if targets:
@@ -117,7 +118,7 @@ def _build_then_deploy(
             options = RunOptions(
                 deploy=sync_deploy,
                 held_because="see below",
-                prune=sync_deploy and hooks_prune(repo),
+                prune=sync_deploy and hooks_prune(repo, env),
             )
             record = run_planned(repo, planned, options, env, trigger="pre-push")
             if not record.ok:
@@ -139,7 +140,7 @@ def _build_then_deploy(
                         repo.state_dir, job.entry("failed", error=f"at pre-push: {record.error}")
                     )
                 continue
-        if not planned.plan.deploys and not _prunes(repo, planned):
+        if not planned.plan.deploys and not _prunes(repo, planned, env):
             continue
         for target in group.targets:
             if target not in deploying and not dry_run:
@@ -162,9 +163,9 @@ def _build_then_deploy(
     return 0
 
 
-def _prunes(repo: Repo, planned: Planned) -> bool:
+def _prunes(repo: Repo, planned: Planned, env: Mapping[str, str]) -> bool:
     """A removed spec is acted on by a hook only where the operator's settings say so."""
-    return bool(planned.plan.removed) and hooks_prune(repo)
+    return bool(planned.plan.removed) and hooks_prune(repo, env)
 
 
 def _refuse_before_work(

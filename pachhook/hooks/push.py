@@ -266,11 +266,3 @@ class DeployBranches:
             else "the remote's default branch"
         )
         return f"{update.branch} is not a deploy branch ({where}: {', '.join(patterns)}): {done}"
-
-
-def hooks_prune(repo: Repo) -> bool:
-    """Whether the deploys that hooks run delete the pipelines whose spec is gone: only
-    when the operator says so in git's own settings (`git config pachhook.prune true`),
-    never because of anything a commit holds."""
-    value = repo.git("config", "--type=bool", "--get", "pachhook.prune", check=False)
-    return value.strip() == "true"

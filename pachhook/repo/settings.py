@@ -69,6 +69,8 @@ SETTINGS: dict[str, Setting] = {
     "post_commit": Setting(
         "PACHHOOK_POST_COMMIT", "pachhook.postCommit", "choice", None, COMMIT_HOOK_MODES
     ),
+    # Whether the deploys hooks run delete the pipelines whose spec is gone.
+    "prune": Setting("PACHHOOK_PRUNE", "pachhook.prune", "flag", False),
 }
 
 _TRUE = ("1", "true", "yes", "on")
