@@ -188,7 +188,7 @@ _DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[a-fA-F0-9:]+\])(?::[0-9]+
 _NAME = rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
 _REF_TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::{_REF_TAG})?(?:@{_DIGEST})?")
+_REFERENCE = rf"(?P<name>{_NAME})(?::{_REF_TAG})?(?:@{_DIGEST})?"  # compiled when first used
 NAME_TOTAL_LENGTH_MAX = 255
 
 
@@ -198,9 +198,9 @@ def reference_problem(ref: str) -> str | None:
         return "it is empty"
     if ref != ref.strip() or any(c.isspace() for c in ref):
         return "it holds a blank"
-    match = _REFERENCE.fullmatch(ref)
+    match = re.fullmatch(_REFERENCE, ref)
     if match is None:
-        if _REFERENCE.fullmatch(ref.lower()) is not None:
+        if re.fullmatch(_REFERENCE, ref.lower()) is not None:
             return "a repository name must be lower case"
         return "it is not a valid reference (registry/name[:tag][@digest])"
     if len(match.group("name")) > NAME_TOTAL_LENGTH_MAX:

@@ -21,7 +21,6 @@ is a miss; failures are never cached.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -55,6 +54,8 @@ def entry_key(evaluator: str, file: str, blob: str, args: Iterable[tuple[str, st
 
 
 def _digest(value: Any) -> str:
+    import hashlib  # here: the no-op path reads the index and hashes nothing
+
     return hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -11,7 +11,7 @@ in the template cache (templates_unchanged) tell, without evaluating, loading Js
 reading a blob, whether a change can reach one.
 
 What the answer needs of the configuration is small, and the same for the same config
-file: it is kept under the state dir keyed by the file's blob id (and the environment
+file: it is kept under the state dir keyed by the file's text (and the environment
 variables that feed the configuration), so a no-op run neither imports a TOML parser nor
 parses a 100-image config.
 """
@@ -27,7 +27,6 @@ from pachhook.pachyderm.specs import spec_candidate
 from pachhook.repo.cachefile import read_json, write_json
 from pachhook.repo.git import Repo, zsplit
 from pachhook.repo.selection import ChangeSet
-from pachhook.repo.source import blob_id
 
 CACHE = "relevance.json"  # under the state dir
 CACHE_KEPT = 8  # configurations remembered (branches switched back and forth)
@@ -158,8 +157,9 @@ def _entries_at(repo: Repo, commit: str, paths: list[str]) -> dict[str, tuple[st
 
 
 def _key(found: Found, env: Mapping[str, str]) -> str:
-    parts = [found.path or "", blob_id(found.text.encode()), *(env.get(n, "") for n in ENV_INPUTS)]
-    return blob_id("\0".join(parts).encode())
+    """The config file's path and text, and the variables that feed it: compared whole,
+    since hashing them would load OpenSSL on the no-op path for a few kilobytes."""
+    return "\0".join([found.path or "", found.text, *(env.get(n, "") for n in ENV_INPUTS)])
 
 
 def _read(state_dir: Path) -> dict[str, object]:

@@ -13,7 +13,6 @@ save during the build can be caught.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import stat
@@ -37,6 +36,8 @@ class BlobHasher:
     """git's blob id of content given in pieces; the one content hasher of pachhook."""
 
     def __init__(self, size: int) -> None:
+        import hashlib  # here: OpenSSL's start-up is not for the no-op path
+
         self._sha = hashlib.sha1(b"blob %d\0" % size)
 
     def update(self, data: bytes) -> None:
@@ -507,6 +508,8 @@ class _HashingReader:
     def __init__(self, raw: IO[bytes], size: int, *, sha256: bool = False) -> None:
         self._raw = raw
         self._hasher = BlobHasher(size)
+        import hashlib
+
         self._sha256 = hashlib.sha256() if sha256 else None
         self._size = size
         self._read = 0

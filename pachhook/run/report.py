@@ -20,7 +20,6 @@ from pachhook.plan.planner import (
     Reason,
     Removed,
 )
-from pachhook.run.ledger import process_alive
 
 if TYPE_CHECKING:
     from pachhook.run.executor import RunRecord
@@ -322,6 +321,8 @@ def interrupted_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _alive(entry: dict[str, Any]) -> bool:
+    from pachhook.run.ledger import process_alive
+
     return process_alive(entry.get("pid"))
 
 

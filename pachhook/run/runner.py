@@ -15,10 +15,7 @@ from pachhook.errors import InputError
 from pachhook.plan.load import plan_selection
 from pachhook.plan.planner import Planned
 from pachhook.repo.git import Repo
-from pachhook.repo.remote import repository_url
 from pachhook.repo.selection import Selection
-from pachhook.repo.settings import Settings
-from pachhook.run import ledger
 from pachhook.run.report import outcome_line, plan_lines, record_lines
 
 if TYPE_CHECKING:
@@ -27,6 +24,7 @@ if TYPE_CHECKING:
     from pachhook.plan.diff import PipelineDiff
     from pachhook.plan.state import ClusterLookup, Prefetch, Readers, TagLookup
     from pachhook.repo.selection import ChangeSet
+    from pachhook.repo.settings import Settings
     from pachhook.run.executor import Images, RunOptions, RunRecord
     from pachhook.run.github import CiReport, GroupedProgress
 
@@ -52,6 +50,7 @@ def readers(
 ) -> Readers:
     """The real registry and cluster, for reading state (nothing is contacted yet)."""
     from pachhook.plan.state import Readers
+    from pachhook.repo.remote import repository_url
 
     tags, connect = _tag_reader(repo, env, settings), _cluster_reader(env, settings)
     return Readers(
@@ -74,6 +73,7 @@ def plan_with_state(
     if planned.workspace is None or prefetch.started is None:
         return planned
     from pachhook.plan.state import with_state
+    from pachhook.repo.remote import repository_url
 
     return with_state(planned, prefetch.started.readers(repository_url(repo)))
 
@@ -89,6 +89,7 @@ class _Deferred:
 
     def config(self, config: Config) -> None:
         from pachhook.plan.state import Prefetch
+        from pachhook.repo.settings import Settings
 
         # The operator's settings (deadlines, allowed hosts): read once a plan is made.
         settings = Settings.load(self.env, self.repo.root)
@@ -135,6 +136,8 @@ def diff_pipelines(
     working tree), with the real cluster."""
     from pachhook.pachyderm.cluster import PachydermCluster, requested_spec
     from pachhook.plan.diff import diffs
+    from pachhook.repo.remote import repository_url
+    from pachhook.repo.settings import Settings
 
     planned = plan_selection(repo, Selection(working_tree=working_tree, everything=True), env)
     assert planned.workspace is not None
@@ -170,6 +173,9 @@ def run_planned(
 ) -> RunRecord:
     """`ci`: where the results also go in CI (GitHub's log, outputs and job summary)."""
     # Imported here: `plan`, which reads state through this module too, never executes.
+    from pachhook.repo.remote import repository_url
+    from pachhook.repo.settings import Settings
+    from pachhook.run import ledger
     from pachhook.run.executor import execute, new_run_id
     from pachhook.run.lock import run_lock
     from pachhook.run.progress import BuildProgress
