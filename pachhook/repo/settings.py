@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -77,13 +76,13 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Every setting's value and where it came from (`PACHHOOK_X`, `git config pachhook.x`,
-    or "default")."""
+    or "default"). A NamedTuple like the other types of the hook's path (a dataclass
+    would import `inspect` there)."""
 
-    values: Mapping[str, Any] = field(default_factory=dict)
-    origins: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, Any]
+    origins: Mapping[str, str]
 
     def get(self, name: str) -> Any:
         return self.values.get(name, SETTINGS[name].default)
