@@ -167,6 +167,9 @@ def heavy_imports(cmd: list[str], cwd: Path, env: dict[str, str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument(
+        "--profile", metavar="FILE", help="also write cProfile statistics of one (a) to FILE"
+    )
     args = parser.parse_args()
     services_root = services.short_tempdir("bst-")
     registry = services.start_registry(services_root / "registry")
@@ -214,6 +217,9 @@ def main() -> None:
         }
         for cmd in cases.values():  # warm the caches once
             timed(cmd, root, env)
+        if args.profile:
+            profiled = [sys.executable, "-m", "cProfile", "-o", args.profile, *cases["a"][1:]]
+            subprocess.run(profiled, cwd=root, capture_output=True, env=env, check=True)
         times: dict[str, list[float]] = {k: [] for k in cases}
         cpus: dict[str, list[float]] = {k: [] for k in cases}
         for _ in range(args.rounds):
