@@ -10,7 +10,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import time
 import uuid
@@ -167,14 +166,8 @@ def auth_build(
 def pachhook(
     cwd: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pachhook", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env if env is not None else dict(os.environ),
-        timeout=300,
-    )
+    """`pachhook ARGS` in `cwd`; with no `env`, this process's environment."""
+    return helpers.pachhook_in(cwd, *args, env=env if env is not None else dict(os.environ))
 
 
 def build(
