@@ -632,15 +632,7 @@ class _Builder:
         if path == ".":
             stage.files.update(self.context.files_under("."))
             return
-        ok, files = self.context.source_files(path)
-        if not ok:
-            ignored = self._ignored(path)
-            why = f"is excluded by {self.context.ignore_path} in" if ignored else MISSING_SOURCE
-            raise InstructionError(
-                f"RUN --mount source {source!r} {why} {self.image.context!r}",
-                f"add the file, fix the path, or check {self.context.ignore_path}",
-            )
-        stage.files.update(files)
+        stage.files.update(self._source_files(path, f"RUN --mount source {source!r}"))
 
     def _arg(self, ins: Instruction, lookup: Lookup, into: dict[str, str | None]) -> None:
         words = parse_words(ins.rest, self.escape)
@@ -770,7 +762,6 @@ class _Builder:
 
     def _context_source(self, source: str, cmd: str) -> list[list[str]]:
         """One source word -> one file list per thing it copies (empty list: nothing found)."""
-        context = self.context
         path = source.removeprefix("/").removeprefix("./")
         if has_wildcards(path):
             return self._glob(path)
@@ -780,15 +771,23 @@ class _Builder:
                 f"{cmd} source {source!r} is outside the build context {self.image.context!r}",
                 "move the file into the context or widen the image's context in the config",
             )
-        ok, files = context.source_files(cleaned)
+        return [self._source_files(cleaned, f"{cmd} source {source!r}")]
+
+    def _source_files(self, rel: str, what: str) -> list[str]:
+        """The files `rel` (cleaned, inside the context) copies; `what` names the source in
+        the error when it does not reach the builder: excluded by the ignore file (bad
+        input), or not there at all (MISSING_SOURCE: the image cannot be built)."""
+        context = self.context
+        ok, files = context.source_files(rel)
         if not ok:
-            ignored = self._ignored(cleaned)
-            why = f"is excluded by {context.ignore_path} in" if ignored else MISSING_SOURCE
+            why = (
+                f"is excluded by {context.ignore_path} in" if self._ignored(rel) else MISSING_SOURCE
+            )
             raise InstructionError(
-                f"{cmd} source {source!r} {why} {self.image.context!r}",
+                f"{what} {why} {self.image.context!r}",
                 f"add the file, fix the path, or check {context.ignore_path}",
             )
-        return [files]
+        return files
 
     def _ignored(self, rel: str) -> bool:
         context = self.context
