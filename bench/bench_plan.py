@@ -14,47 +14,15 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import monorepo  # noqa: E402
+from measure import heavy_imports, timed  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / ".work"
-HEAVY = ("docker", "python_pachyderm", "watchdog")
-
-
-# As installed: with bytecode (some shells set PYTHONDONTWRITEBYTECODE; pip compiles on install).
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
-def timed(cmd: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, env=ENV)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.decode()[-500:]}")
-    return elapsed
-
-
-def heavy_imports(cmd: list[str], cwd: Path) -> list[str]:
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", *cmd[1:]],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
-    found = set()
-    for line in proc.stderr.splitlines():
-        name = line.rsplit("|", 1)[-1].strip()
-        if name.split(".")[0] in HEAVY:
-            found.add(name.split(".")[0])
-    return sorted(found)
 
 
 def main() -> None:
@@ -86,7 +54,7 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(args.rounds):
         for key, cmd in cases.items():
-            times[key].append(timed(cmd, root))
+            times[key].append(timed(cmd, root)[0])
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     floor = med["python"] + med["git diff"]
     print(

@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -40,25 +39,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 import monorepo  # noqa: E402
 import services  # noqa: E402
+from measure import ENV, heavy_imports, timed  # noqa: E402
 
 WORK = HERE / ".work"
-HEAVY = ("docker", "python_pachyderm", "watchdog")
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG = "application/vnd.docker.container.image.v1+json"
-
-
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """(wall time, CPU time of the process and its children: user + system)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, env=env)
-    elapsed = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.decode()[-800:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return elapsed, cpu
 
 
 def clone(root: Path, registry: str) -> Path:
@@ -146,22 +131,6 @@ def start_double(log: Path) -> tuple[subprocess.Popen[str], str]:
         proc.kill()
         raise SystemExit(f"the pachd double did not start: {log.read_text()[-500:]}")
     return proc, address
-
-
-def heavy_imports(cmd: list[str], cwd: Path, env: dict[str, str]) -> list[str]:
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", *cmd[1:]],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    found = set()
-    for line in proc.stderr.splitlines():
-        name = line.rsplit("|", 1)[-1].strip().split(".")[0]
-        if name in HEAVY:
-            found.add(name)
-    return sorted(found)
 
 
 def main() -> None:

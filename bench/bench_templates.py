@@ -24,54 +24,22 @@ from __future__ import annotations
 import argparse
 import compileall
 import json
-import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import monorepo  # noqa: E402
+from measure import HEAVY, imported, timed  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / ".work"
-HEAVY = ("docker", "python_pachyderm", "watchdog", "_gojsonnet")
-# As installed: with bytecode (some shells set PYTHONDONTWRITEBYTECODE; pip compiles on install).
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
-def cpu() -> float:
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return used.ru_utime + used.ru_stime
-
-
-def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall time and CPU time (user + system) of a whole process: on a loaded machine
-    the CPU time says more about the work done than the wall time."""
-    start, spent = time.perf_counter(), cpu()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, env=ENV)
-    elapsed, spent = time.perf_counter() - start, cpu() - spent
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.decode()[-500:]}")
-    return elapsed, spent
-
-
-def imported(cmd: list[str], cwd: Path) -> set[str]:
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", *cmd[1:]],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
-    return {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+UNWANTED = (*HEAVY, "_gojsonnet")
 
 
 def unwanted(modules: set[str]) -> list[str]:
-    heavy = {m.split(".")[0] for m in modules if m.split(".")[0] in HEAVY}
+    heavy = {m.split(".")[0] for m in modules if m.split(".")[0] in UNWANTED}
     jsonnet = {m for m in modules if "jsonnet" in m or m == "pachhook.pachyderm.templates"}
     return sorted(heavy | jsonnet)
 
